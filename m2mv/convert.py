@@ -1,0 +1,416 @@
+"""Build m2mv checkpoints: ImageBind-Huge's audio branch + any Llama/Vicuna folder, or a tiny random one.
+
+    m2mv-convert --imagebind imagebind_huge.pth --lm ./vicuna-7b-v1.5 --out ./m2mv-vicuna-7b
+    m2mv-convert --tiny --out ./m2mv-tiny-random
+
+The ImageBind file is read with ``torch.load(weights_only=True)`` (no pickle code runs); only its audio
+branch is kept. Without ``--imagebind`` the audio encoder gets random weights, and the model card says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from configuration_m2mv import M2MVAudioConfig, M2MVConfig
+from m2mv.taxonomy import load_mv_types
+from modeling_m2mv import M2MVAudioEncoder, M2MVForConditionalGeneration, M2MVMultiModalProjector
+from processing_m2mv import DEFAULT_INSTRUCTIONS, M2MVFeatureExtractor, M2MVProcessor
+
+logger = logging.getLogger(__name__)
+
+AUDIO_TOKEN = "<|audio|>"
+STOP_STRING = "###"
+IMAGEBIND_AUDIO_PREFIXES = (
+    "modality_preprocessors.audio.",
+    "modality_trunks.audio.",
+    "modality_heads.audio.",
+    "modality_postprocessors.audio.",
+)
+AUTO_MAP = {
+    "AutoConfig": "configuration_m2mv.M2MVConfig",
+    "AutoModel": "modeling_m2mv.M2MVForConditionalGeneration",
+    "AutoModelForCausalLM": "modeling_m2mv.M2MVForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_m2mv.M2MVForConditionalGeneration",
+}
+# Paper's decoding: temperature 0.1, top-p 1.0, up to 512 new tokens, stop at "###".
+DECODING_DEFAULTS = {"do_sample": True, "temperature": 0.1, "top_p": 1.0, "max_new_tokens": 512}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be converted: unreadable, or with missing/unexpected/mis-shaped keys."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ImageBind -> m2mv key mapping
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def imagebind_audio_key_map(num_layers: int) -> dict[str, str]:
+    """Meta's audio-branch key -> our ``M2MVAudioEncoder`` key (``in_proj`` is split separately)."""
+    keys = {
+        "modality_preprocessors.audio.cls_token": "embeddings.class_embedding",
+        "modality_preprocessors.audio.pos_embedding_helper.pos_embed": "embeddings.position_embedding",
+        "modality_preprocessors.audio.rgbt_stem.proj.1.weight": "embeddings.patch_embedding.projection.weight",
+        "modality_preprocessors.audio.rgbt_stem.norm_layer.weight": "embeddings.patch_embedding.layer_norm.weight",
+        "modality_preprocessors.audio.rgbt_stem.norm_layer.bias": "embeddings.patch_embedding.layer_norm.bias",
+        "modality_heads.audio.0.weight": "head.layer_norm.weight",
+        "modality_heads.audio.0.bias": "head.layer_norm.bias",
+        "modality_heads.audio.2.weight": "head.projection.weight",
+    }
+    for i in range(num_layers):
+        ours, theirs = f"layers.{i}.", f"modality_trunks.audio.blocks.{i}."
+        keys.update({
+            theirs + "attn.bias_k": ours + "self_attn.key_bias_token",
+            theirs + "attn.bias_v": ours + "self_attn.value_bias_token",
+            theirs + "attn.out_proj.weight": ours + "self_attn.out_proj.weight",
+            theirs + "attn.out_proj.bias": ours + "self_attn.out_proj.bias",
+            theirs + "norm_1.weight": ours + "layer_norm1.weight",
+            theirs + "norm_1.bias": ours + "layer_norm1.bias",
+            theirs + "norm_2.weight": ours + "layer_norm2.weight",
+            theirs + "norm_2.bias": ours + "layer_norm2.bias",
+            theirs + "mlp.fc1.weight": ours + "mlp.fc1.weight",
+            theirs + "mlp.fc1.bias": ours + "mlp.fc1.bias",
+            theirs + "mlp.fc2.weight": ours + "mlp.fc2.weight",
+            theirs + "mlp.fc2.bias": ours + "mlp.fc2.bias",
+        })
+    return keys
+
+
+def convert_imagebind_audio_state_dict(
+    state_dict: dict[str, torch.Tensor], config: M2MVAudioConfig, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Meta's ImageBind state dict (whole model or audio branch only) -> ``M2MVAudioEncoder`` state dict.
+
+    Raises :class:`CheckpointError` naming every missing, unexpected or mis-shaped audio key.
+    """
+    audio = {k: v for k, v in state_dict.items() if k.startswith(IMAGEBIND_AUDIO_PREFIXES)}
+    if not audio:
+        raise CheckpointError(f"{source}: no ImageBind audio-branch keys (expected keys starting with "
+                              f"{IMAGEBIND_AUDIO_PREFIXES[0]!r}); is this an ImageBind checkpoint?")
+    key_map = imagebind_audio_key_map(config.num_hidden_layers)
+    expected = set(key_map) | {f"modality_trunks.audio.blocks.{i}.attn.{p}"
+                               for i in range(config.num_hidden_layers) for p in ("in_proj_weight", "in_proj_bias")}
+    optional = {"modality_postprocessors.audio.1.log_logit_scale"}
+    missing, unexpected = sorted(expected - set(audio)), sorted(set(audio) - expected - optional)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: audio-branch keys do not match a {config.num_hidden_layers}-layer encoder; "
+                              f"missing: {missing or 'none'}; unexpected: {unexpected or 'none'}")
+    if "modality_postprocessors.audio.1.log_logit_scale" in audio:
+        scale = float(audio["modality_postprocessors.audio.1.log_logit_scale"].exp())
+        if not math.isclose(scale, config.logit_scale, rel_tol=1e-4):
+            raise CheckpointError(f"{source}: logit scale {scale:g} differs from config.logit_scale "
+                                  f"{config.logit_scale:g}")
+    converted = {ours: audio[theirs] for theirs, ours in key_map.items()}
+    hidden = config.hidden_size
+    for i in range(config.num_hidden_layers):
+        prefix = f"modality_trunks.audio.blocks.{i}.attn."
+        weight, bias = audio[prefix + "in_proj_weight"], audio[prefix + "in_proj_bias"]
+        if weight.shape != (3 * hidden, hidden):
+            raise CheckpointError(f"{source}: {prefix}in_proj_weight has shape {tuple(weight.shape)}, "
+                                  f"expected {(3 * hidden, hidden)}")
+        for name, w, b in zip(("q_proj", "k_proj", "v_proj"), weight.chunk(3), bias.chunk(3)):
+            converted[f"layers.{i}.self_attn.{name}.weight"] = w
+            converted[f"layers.{i}.self_attn.{name}.bias"] = b
+    for key, shape in _audio_shapes(config).items():
+        if tuple(converted[key].shape) != shape:
+            raise CheckpointError(f"{source}: {key} has shape {tuple(converted[key].shape)}, expected {shape} "
+                                  "for this audio config")
+    return {k: v.contiguous() for k, v in converted.items()}
+
+
+def _audio_shapes(config: M2MVAudioConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of an ``M2MVAudioEncoder`` with ``config``, computed without allocating it."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in M2MVAudioEncoder(config).state_dict().items()}
+
+
+def load_imagebind_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an ImageBind ``.pth`` with ``weights_only=True``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such ImageBind checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny random parts for tests and demos
+# ----------------------------------------------------------------------------------------------------------------
+
+_TINY_CORPUS = """### Human: <Audio></Audio> Genre tags: rock, pop, electronic, jazz, folk, orchestral, ambient.
+MV type: Live Performance. Lyrics understanding: the song is about love, loss, hope and the night.
+### Assistant: Overview: a band plays on a dark stage under red and blue lights while the crowd dances.
+Frames:
+[00:00-00:02] The camera opens on a city street at night.
+[00:02-00:04] The singer walks toward the camera in slow motion.
+[00:04-00:06] Close-up of hands on a guitar as sparks fall.
+[00:28-00:30] The screen fades to black.
+###
+generate a caption. Describe a music video for this music: an overview, then what the video shows in each
+2-second frame. A calm piano piece with soft strings; a fast techno track with heavy drums and bass.
+The video shows dancers, animated shapes, a story of two friends, a desert road, waves and a bright sky.
+"""
+
+
+def make_tiny_tokenizer():
+    """A byte-level BPE tokenizer (vocab 512) trained on a built-in text; deterministic, for tests only."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", AUDIO_TOKEN]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", additional_special_tokens=[AUDIO_TOKEN])
+
+
+def tiny_audio_config(**overrides) -> M2MVAudioConfig:
+    """ImageBind's audio architecture at toy width and depth (real 128x204 input, real patching)."""
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, output_dim=1024)
+    return M2MVAudioConfig(**{**sizes, **overrides})
+
+
+def tiny_text_config(vocab_size: int, **overrides) -> LlamaConfig:
+    sizes = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                 bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    return LlamaConfig(**{**sizes, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Assembling and saving a checkpoint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _prepare_tokenizer(tokenizer):
+    """Add the audio placeholder and a pad token if missing."""
+    if AUDIO_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def _stop_token_ids(tokenizer) -> list[int]:
+    """Token id of the template's ``###`` stop if it is one token after a newline, else nothing."""
+    ids = tokenizer("\n" + STOP_STRING, add_special_tokens=False)["input_ids"]
+    last = ids[-1] if ids else None
+    if last is not None and tokenizer.decode([last]).strip() == STOP_STRING:
+        return [last]
+    return []
+
+
+def build_generation_config(tokenizer, text_config) -> GenerationConfig:
+    """The paper's decoding defaults; stops at ``###`` (as a token id when it is one token, else a stop string)."""
+    eos = text_config.eos_token_id if isinstance(text_config.eos_token_id, list) else [text_config.eos_token_id]
+    stops = _stop_token_ids(tokenizer)
+    kwargs = dict(DECODING_DEFAULTS, bos_token_id=text_config.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=[i for i in eos if i is not None] + stops)
+    if not stops:
+        kwargs["stop_strings"] = [STOP_STRING]
+    return GenerationConfig(**kwargs)
+
+
+def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left") -> M2MVProcessor:
+    return M2MVProcessor(M2MVFeatureExtractor(channel_mode=channel_mode), tokenizer, audio_token=AUDIO_TOKEN,
+                         num_audio_tokens=num_audio_tokens, mv_types=load_mv_types(),
+                         instructions=dict(DEFAULT_INSTRUCTIONS))
+
+
+def assemble_model(
+    language_model,
+    tokenizer,
+    audio_config: M2MVAudioConfig,
+    audio_state: dict[str, torch.Tensor] | None,
+    num_audio_tokens: int = 1,
+    seed: int = 0,
+) -> M2MVForConditionalGeneration:
+    """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and a fresh adaptor together."""
+    tokenizer = _prepare_tokenizer(tokenizer)
+    if language_model.get_input_embeddings().num_embeddings < len(tokenizer):
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    text_config = language_model.config
+    config = M2MVConfig(audio_config=audio_config, text_config=text_config,
+                        audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
+                        num_audio_tokens=num_audio_tokens)
+    config.auto_map = dict(AUTO_MAP)
+    dtype = language_model.get_input_embeddings().weight.dtype
+    torch.manual_seed(seed)
+    audio_tower = M2MVAudioEncoder(audio_config)  # random ImageBind-style init unless a state is given
+    if audio_state is not None:
+        audio_tower.load_state_dict(audio_state, strict=True)
+    projector = M2MVMultiModalProjector(config)
+    state = {f"model.audio_tower.{k}": v for k, v in audio_tower.state_dict().items()}
+    state.update({f"model.multi_modal_projector.{k}": v.to(dtype) for k, v in projector.state_dict().items()})
+    for key, value in language_model.state_dict().items():
+        state["lm_head.weight" if key == "lm_head.weight" else "model.language_model." + key.removeprefix("model.")] = value
+    if text_config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        model = M2MVForConditionalGeneration(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    allowed_missing = {"lm_head.weight"} if text_config.tie_word_embeddings else set()
+    if set(result.missing_keys) - allowed_missing or result.unexpected_keys:
+        raise CheckpointError(f"assembling failed: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+    model.tie_weights()
+    model.model.audio_tower.requires_grad_(not config.freeze_audio_encoder)
+    model.generation_config = build_generation_config(tokenizer, text_config)
+    return model.eval()
+
+
+def save_checkpoint(model, processor, out_dir: str | Path, card: str) -> Path:
+    """Write weights (safetensors), the remote code, the processor and the card; atomically (temp dir + rename)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir}: output folder exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    M2MVConfig.register_for_auto_class()
+    M2MVForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+    M2MVFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+    M2MVProcessor.register_for_auto_class("AutoProcessor")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.config.auto_map = dict(AUTO_MAP)
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def model_card(name: str, lm_source: str, encoder_source: str, num_audio_tokens: int, random_parts: list[str]) -> str:
+    """A short model card with YAML metadata; says plainly which parts are random."""
+    warning = ""
+    if random_parts:
+        warning = ("\n> **Random weights:** " + ", ".join(random_parts) + ". This checkpoint is for tests and demos; "
+                   "it does not describe music meaningfully until trained.\n")
+    return f"""---
+library_name: transformers
+license: other
+pipeline_tag: audio-text-to-text
+tags:
+- m2mv
+- music
+- music-video
+- imagebind
+---
+# {name}
+{warning}
+m2mv: music audio in, a music-video description (overview + frame-by-frame breakdown) out. Architecture of
+"Cross-Modal Learning for Music-to-Music-Video Description Generation" (arXiv 2503.11190): ImageBind's audio
+branch (frozen), a linear adaptor, and a Llama-family language model.
+
+- Language model: {lm_source}
+- Audio encoder: {encoder_source}
+- Audio tokens per input: {num_audio_tokens}
+- The adaptor is freshly initialised (train it with stage 1 of `train_sft.py`).
+
+```python
+from transformers import AutoModel, AutoProcessor
+model = AutoModel.from_pretrained("<this folder>", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("<this folder>", trust_remote_code=True)
+```
+"""
+
+
+def build_tiny_checkpoint(out_dir: str | Path, num_audio_tokens: int = 1, seed: int = 0) -> Path:
+    """A tiny random m2mv checkpoint (toy-sized ImageBind audio branch + toy Llama) for tests and demos."""
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_tokenizer()
+    language_model = LlamaForCausalLM(tiny_text_config(len(tokenizer)))
+    model = assemble_model(language_model, tokenizer, tiny_audio_config(), None, num_audio_tokens, seed)
+    model.config.name_or_path = "m2mv-tiny-random"
+    card = model_card("m2mv-tiny-random", "tiny random Llama (2 layers, width 64)",
+                      "tiny random ImageBind audio architecture (2 layers, width 32)", num_audio_tokens,
+                      ["language model", "audio encoder", "adaptor"])
+    return save_checkpoint(model, build_processor(tokenizer, num_audio_tokens), out_dir, card)
+
+
+def build_checkpoint(
+    out_dir: str | Path,
+    lm_path: str | Path,
+    imagebind_path: str | Path | None = None,
+    gguf_file: str | None = None,
+    num_audio_tokens: int = 1,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> Path:
+    """ImageBind ``.pth`` (or random audio weights) + a Llama/Vicuna folder -> an m2mv checkpoint folder."""
+    audio_config = M2MVAudioConfig()
+    audio_state = None
+    if imagebind_path is not None:
+        audio_state = convert_imagebind_audio_state_dict(load_imagebind_checkpoint(imagebind_path), audio_config,
+                                                         source=str(imagebind_path))
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(lm_path, **kwargs)
+    language_model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=dtype or "auto", **kwargs)
+    if getattr(language_model, "hf_quantizer", None) is not None:  # GGUF weights are dequantised on load
+        language_model.hf_quantizer = None
+        if hasattr(language_model.config, "quantization_config"):
+            del language_model.config.quantization_config
+    if language_model.config.model_type != "llama":
+        raise CheckpointError(f"{lm_path}: expected a Llama-architecture LM, got model_type="
+                              f"{language_model.config.model_type!r}")
+    model = assemble_model(language_model, tokenizer, audio_config, audio_state, num_audio_tokens, seed)
+    name = Path(out_dir).name
+    model.config.name_or_path = name
+    encoder = (f"ImageBind-Huge audio branch from {Path(imagebind_path).name}" if imagebind_path
+               else "ImageBind-Huge audio architecture with RANDOM weights (no ImageBind checkpoint given)")
+    random_parts = [] if imagebind_path else ["audio encoder"]
+    card = model_card(name, f"{Path(lm_path).name}{' / ' + gguf_file if gguf_file else ''}", encoder,
+                      num_audio_tokens, random_parts)
+    return save_checkpoint(model, build_processor(tokenizer, num_audio_tokens), out_dir, card)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="m2mv-convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output checkpoint folder (must not exist or be empty)")
+    parser.add_argument("--tiny", action="store_true", help="write a tiny random checkpoint (tests, demos)")
+    parser.add_argument("--lm", help="Llama/Vicuna checkpoint folder")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --lm (dequantised on load)")
+    parser.add_argument("--imagebind", help="ImageBind-Huge .pth (imagebind_huge.pth); omit for random weights")
+    parser.add_argument("--num-audio-tokens", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.tiny:
+        path = build_tiny_checkpoint(args.out, args.num_audio_tokens, args.seed)
+    elif args.lm:
+        path = build_checkpoint(args.out, args.lm, args.imagebind, args.gguf_file, args.num_audio_tokens,
+                                getattr(torch, args.dtype) if args.dtype else None, args.seed)
+    else:
+        parser.error("give --lm (and optionally --imagebind), or --tiny")
+    print(f"wrote {path}")
+    print(json.dumps(sorted(p.name for p in path.iterdir())))
+
+
+if __name__ == "__main__":
+    main()
