@@ -95,12 +95,14 @@ def clip_sample_ranges(
 ) -> list[tuple[int, int]]:
     """Sample ranges ``[start, end)`` of the clips ImageBind cuts from ``num_samples`` samples.
 
-    pytorchvideo's ``ConstantClipsPerVideoSampler`` spaces the clip starts evenly over ``[0, duration - clip]``
-    with exact fractions; ImageBind then cuts ``waveform[int(start * sr): int(end * sr)]``.
+    pytorchvideo's ``ConstantClipsPerVideoSampler`` (as ImageBind calls it) starts clip ``i`` at
+    ``i * max(duration - clip, 0) / clips`` seconds in exact fractions: note the divisor is the number of clips,
+    not clips - 1, so the last clip of a 30-s input starts at 18.67 s and the final ~9 s are never seen.
+    ImageBind then cuts ``waveform[int(start * sr): int(end * sr)]``.
     """
     duration = num_samples / sampling_rate
     max_start = Fraction(max(duration - clip_duration, 0))
-    step = Fraction(max_start, max(clips_per_audio - 1, 1))
+    step = Fraction(max_start, clips_per_audio)
     ranges = []
     for index in range(clips_per_audio):
         start = step * index
@@ -252,14 +254,14 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
         waveform = np.asarray(waveform)
         if waveform.dtype.kind not in "f":
             raise AudioInputError(f"{name}: expected a float waveform in [-1, 1], got dtype {waveform.dtype}")
+        if waveform.size == 0:
+            raise AudioInputError(f"{name}: empty audio (0 samples)")
         if waveform.ndim == 1:
             waveform = waveform[None]
         if waveform.ndim != 2 or waveform.shape[0] > waveform.shape[1]:
             raise AudioInputError(
                 f"{name}: expected a waveform of shape (samples,) or (channels, samples), got {waveform.shape}"
             )
-        if waveform.shape[1] == 0:
-            raise AudioInputError(f"{name}: empty audio (0 samples)")
         if not np.isfinite(waveform).all():
             raise AudioInputError(f"{name}: the waveform contains NaN or infinite samples")
         return waveform.astype(np.float32, copy=False)

@@ -59,7 +59,7 @@ def imagebind_audio_key_map(num_layers: int) -> dict[str, str]:
     keys = {
         "modality_preprocessors.audio.cls_token": "embeddings.class_embedding",
         "modality_preprocessors.audio.pos_embedding_helper.pos_embed": "embeddings.position_embedding",
-        "modality_preprocessors.audio.rgbt_stem.proj.1.weight": "embeddings.patch_embedding.projection.weight",
+        "modality_preprocessors.audio.rgbt_stem.proj.weight": "embeddings.patch_embedding.projection.weight",
         "modality_preprocessors.audio.rgbt_stem.norm_layer.weight": "embeddings.patch_embedding.layer_norm.weight",
         "modality_preprocessors.audio.rgbt_stem.norm_layer.bias": "embeddings.patch_embedding.layer_norm.bias",
         "modality_heads.audio.0.weight": "head.layer_norm.weight",
@@ -99,7 +99,7 @@ def convert_imagebind_audio_state_dict(
     key_map = imagebind_audio_key_map(config.num_hidden_layers)
     expected = set(key_map) | {f"modality_trunks.audio.blocks.{i}.attn.{p}"
                                for i in range(config.num_hidden_layers) for p in ("in_proj_weight", "in_proj_bias")}
-    optional = {"modality_postprocessors.audio.1.log_logit_scale"}
+    optional = {"modality_postprocessors.audio.1.log_logit_scale"}  # a buffer in Meta's state dict (= log 20)
     missing, unexpected = sorted(expected - set(audio)), sorted(set(audio) - expected - optional)
     if missing or unexpected:
         raise CheckpointError(f"{source}: audio-branch keys do not match a {config.num_hidden_layers}-layer encoder; "
