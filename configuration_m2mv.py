@@ -96,6 +96,7 @@ class M2MVConfig(PreTrainedConfig):
             ablation turns each on or off); the processor reads them when building prompts.
         projector_bias: whether the adaptor ``Linear(output_dim, hidden_size)`` has a bias (NExT-GPT's has).
         freeze_audio_encoder: keep the encoder frozen (``requires_grad=False``) after loading.
+        tie_word_embeddings: follows ``text_config.tie_word_embeddings`` (SmolLM2 ties, Vicuna does not).
     """
 
     model_type = "m2mv"
@@ -114,6 +115,12 @@ class M2MVConfig(PreTrainedConfig):
     use_lyrics_understanding: bool = True
     projector_bias: bool = True
     freeze_audio_encoder: bool = True
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The LM head shares the input embeddings exactly when the language model's own config says so.
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 
     def validate_architecture(self):
         """Reject combinations that disagree with each other."""

@@ -261,6 +261,11 @@ def assemble_model(
     if audio_state is not None:
         audio_tower.load_state_dict(audio_state, strict=True)
     projector = M2MVMultiModalProjector(config)
+    # A fresh adaptor starts at zero: the audio token is then a zero vector the LM tolerates (a random one of
+    # ImageBind's norm 20 derails a real LM's English), and stage-1 training moves it (its input is not zero).
+    torch.nn.init.zeros_(projector.linear.weight)
+    if projector.linear.bias is not None:
+        torch.nn.init.zeros_(projector.linear.bias)
     state = {f"model.audio_tower.{k}": v for k, v in audio_tower.state_dict().items()}
     state.update({f"model.multi_modal_projector.{k}": v.to(dtype) for k, v in projector.state_dict().items()})
     for key, value in language_model.state_dict().items():
@@ -329,7 +334,7 @@ branch (frozen), a linear adaptor, and a Llama-family language model.
 - Language model: {lm_source}
 - Audio encoder: {encoder_source}
 - Audio tokens per input: {num_audio_tokens}
-- The adaptor is freshly initialised (train it with stage 1 of `train_sft.py`).
+- The adaptor is freshly initialised at zero: train it (stage 1) before the audio means anything.
 
 ```python
 from transformers import AutoModel, AutoProcessor
