@@ -245,8 +245,13 @@ def assemble_model(
     audio_state: dict[str, torch.Tensor] | None,
     num_audio_tokens: int = 1,
     seed: int = 0,
+    zero_adaptor: bool = True,
 ) -> M2MVForConditionalGeneration:
-    """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and a fresh adaptor together."""
+    """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and a fresh adaptor together.
+
+    ``zero_adaptor``: start the adaptor at zero (real LMs); ``False`` keeps a random adaptor (tiny test models,
+    where the audio must visibly change the output).
+    """
     tokenizer = _prepare_tokenizer(tokenizer)
     if language_model.get_input_embeddings().num_embeddings < len(tokenizer):
         language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
@@ -263,9 +268,12 @@ def assemble_model(
     projector = M2MVMultiModalProjector(config)
     # A fresh adaptor starts at zero: the audio token is then a zero vector the LM tolerates (a random one of
     # ImageBind's norm 20 derails a real LM's English), and stage-1 training moves it (its input is not zero).
-    torch.nn.init.zeros_(projector.linear.weight)
-    if projector.linear.bias is not None:
-        torch.nn.init.zeros_(projector.linear.bias)
+    if zero_adaptor:
+        torch.nn.init.zeros_(projector.linear.weight)
+        if projector.linear.bias is not None:
+            torch.nn.init.zeros_(projector.linear.bias)
+    else:
+        torch.nn.init.normal_(projector.linear.weight, std=text_config.initializer_range)
     state = {f"model.audio_tower.{k}": v for k, v in audio_tower.state_dict().items()}
     state.update({f"model.multi_modal_projector.{k}": v.to(dtype) for k, v in projector.state_dict().items()})
     for key, value in language_model.state_dict().items():
@@ -349,7 +357,8 @@ def build_tiny_checkpoint(out_dir: str | Path, num_audio_tokens: int = 1, seed: 
     torch.manual_seed(seed)
     tokenizer = make_tiny_tokenizer()
     language_model = LlamaForCausalLM(tiny_text_config(len(tokenizer)))
-    model = assemble_model(language_model, tokenizer, tiny_audio_config(), None, num_audio_tokens, seed)
+    model = assemble_model(language_model, tokenizer, tiny_audio_config(), None, num_audio_tokens, seed,
+                           zero_adaptor=False)
     model.config.name_or_path = "m2mv-tiny-random"
     card = model_card("m2mv-tiny-random", "tiny random Llama (2 layers, width 64)",
                       "tiny random ImageBind audio architecture (2 layers, width 32)", num_audio_tokens,
