@@ -198,29 +198,45 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
                 mel_scale="kaldi",
                 triangularize_in_mel_space=True,
             )
+        filters = filters.astype(np.float32)
         self.__dict__["_mel_filter_cache"] = filters
         return filters
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         output.pop("_mel_filter_cache", None)
+        output.pop("_window_cache", None)
         return output
 
     # -- the transform ----------------------------------------------------------------------------------------
+    def _window(self) -> np.ndarray:
+        """Kaldi's "hanning" window (symmetric Hann), float32, computed once."""
+        cached = self.__dict__.get("_window_cache")
+        if cached is None:
+            cached = window_function(self.frame_length, "hann", periodic=False).astype(np.float32)
+            self.__dict__["_window_cache"] = cached
+        return cached
+
     def kaldi_fbank(self, clips: np.ndarray) -> np.ndarray:
-        """Kaldi-compatible log-mel filter bank of equal-length mono clips (n, samples) -> (n, frames, mel)."""
+        """Kaldi-compatible log-mel filter bank of equal-length mono clips (n, samples) -> (n, frames, mel).
+
+        float32 throughout, like torchaudio's kaldi.fbank: frames (snip_edges), per-frame DC removal,
+        pre-emphasis, Hann window, 512-point power spectrum, kaldi mel filters, log with an epsilon floor.
+        """
         if clips.shape[-1] < self.frame_length:
             raise AudioInputError(
                 f"a clip of {clips.shape[-1]} samples is shorter than one {self.frame_length_ms:g}-ms analysis window"
             )
         frames = np.lib.stride_tricks.sliding_window_view(clips, self.frame_length, axis=-1)[..., :: self.hop_length, :]
-        frames = frames.astype(np.float64)
-        frames = frames - frames.mean(axis=-1, keepdims=True)  # remove_dc_offset
-        previous = np.concatenate([frames[..., :1], frames[..., :-1]], axis=-1)
-        frames = (frames - self.preemphasis * previous) * window_function(self.frame_length, "hann", periodic=False)
-        power = np.abs(np.fft.rfft(frames, n=self.fft_length, axis=-1)) ** 2
-        mel = power @ self._mel_filters()
-        return np.log(np.maximum(mel, np.finfo(np.float32).eps)).astype(np.float32)
+        frames = frames.astype(np.float32)
+        frames -= frames.mean(axis=-1, keepdims=True)  # remove_dc_offset
+        frames[..., 1:] -= self.preemphasis * frames[..., :-1].copy()
+        frames[..., 0] *= 1.0 - self.preemphasis
+        frames *= self._window()
+        spectrum = np.fft.rfft(frames, n=self.fft_length, axis=-1)
+        power = spectrum.real**2 + spectrum.imag**2
+        mel = power.astype(np.float32) @ self._mel_filters()
+        return np.log(np.maximum(mel, np.finfo(np.float32).eps))
 
     def _pad_or_crop(self, fbank: np.ndarray) -> np.ndarray:
         """(n, frames, mel) -> (n, mel, target_length), zero-padded or cropped at the end like ImageBind."""

@@ -1,0 +1,109 @@
+"""Model-package benchmark: feature extraction vs ImageBind's reference transform, and KV-cache generation speed.
+
+    python benchmarks/model_package.py [--clips 60] [--new-tokens 512]
+
+Prints, from one run:
+- clips/s of M2MVFeatureExtractor (numpy, batched) vs the reference: torchaudio's kaldi fbank per clip, as
+  ImageBind's data.py runs it (torchaudio 2.11's kaldi.py, fetched by tests/reference_oracles.py) -> ratio;
+- generate tokens/s with vs without the KV cache on a tiny random m2mv model -> ratio.
+Timings are wall-clock on whatever machine runs it; the figures say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference oracles live with the tests
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def reference_transform(waveform: np.ndarray, fbank, rate: int = 16000) -> torch.Tensor:
+    """ImageBind's per-clip path (data.py): clip, subtract mean, kaldi fbank, pad to 204, normalise."""
+    from processing_m2mv import clip_sample_ranges
+
+    signal = torch.from_numpy(waveform)[None]
+    clips = []
+    for start, end in clip_sample_ranges(signal.shape[1], rate):
+        clip = signal[:, start:end]
+        clip = clip - clip.mean()
+        mel = fbank(clip, htk_compat=True, sample_frequency=rate, use_energy=False, window_type="hanning",
+                    num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10).transpose(0, 1)
+        mel = torch.nn.functional.pad(mel, (0, 204 - mel.shape[1]))[:, :204]
+        clips.append((mel[None] + 4.268) / 9.138)
+    return torch.stack(clips)
+
+
+def bench_features(num_inputs: int) -> None:
+    import reference_oracles as ro
+    from processing_m2mv import M2MVFeatureExtractor
+
+    fbank = ro.load_kaldi_fbank()
+    extractor = M2MVFeatureExtractor()
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(scale=0.1, size=30 * 16000).astype(np.float32) for _ in range(num_inputs)]
+    extractor(waves[:2], sampling_rate=16000)  # warm-up
+    reference_transform(waves[0], fbank)
+    start = time.perf_counter()
+    ours = extractor(waves, sampling_rate=16000)["input_features"]
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = [reference_transform(w, fbank) for w in waves]
+    ref_s = time.perf_counter() - start
+    diff = max(float(np.abs(o - r[:, 0].numpy()).max()) for o, r in zip(ours, reference))
+    clips = 3 * num_inputs
+    print(f"features: {clips} clips of 2 s (from {num_inputs} 30-s inputs, 16 kHz)")
+    print(f"  ours (numpy, batched)          {clips / ours_s:9.1f} clips/s")
+    print(f"  reference (torchaudio kaldi)   {clips / ref_s:9.1f} clips/s")
+    print(f"  ratio ours/reference           {ref_s / ours_s:9.2f}x   (max abs diff {diff:.2e})")
+
+
+def bench_generation(new_tokens: int) -> None:
+    from transformers import AutoModel, AutoProcessor
+
+    from m2mv.convert import build_tiny_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_tiny_checkpoint(Path(tmp) / "m2mv-tiny-random")
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    wave = np.random.default_rng(1).normal(scale=0.1, size=30 * 16000).astype(np.float32)
+    inputs = processor(text=[processor.build_prompt(genre_tags=["rock"], mv_type="Animation")], audio=[wave],
+                       sampling_rate=16000)
+    rates = {}
+    for use_cache in (True, False):
+        kwargs = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=use_cache)
+        model.generate(**inputs, **dict(kwargs, max_new_tokens=4, min_new_tokens=4))  # warm-up
+        start = time.perf_counter()
+        out = model.generate(**inputs, **kwargs)
+        seconds = time.perf_counter() - start
+        produced = out.shape[1] - inputs["input_ids"].shape[1]
+        rates[use_cache] = produced / seconds
+    print(f"generation: tiny random m2mv (Llama 2x64), prompt {inputs['input_ids'].shape[1]} tokens, "
+          f"{new_tokens} new tokens, greedy")
+    print(f"  with KV cache                  {rates[True]:9.1f} tokens/s")
+    print(f"  without KV cache               {rates[False]:9.1f} tokens/s")
+    print(f"  ratio                          {rates[True] / rates[False]:9.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=60, help="30-s inputs to featurise (3 clips each)")
+    parser.add_argument("--new-tokens", type=int, default=512, help="new tokens (the paper decodes up to 512)")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads")
+    bench_features(args.clips)
+    bench_generation(args.new_tokens)
+
+
+if __name__ == "__main__":
+    main()
