@@ -184,3 +184,18 @@ def test_missing_unreadable_and_truncated_files_name_the_file(extractor, tmp_pat
     header_only.write_bytes(header_only.read_bytes()[:44])  # the samples cut off
     with pytest.raises(AudioInputError, match="header_only.wav"):
         extractor(str(header_only))
+
+
+def test_fbank_and_transform_on_real_music(extractor):
+    """A real recording (OpenMSX, GPL-2; tests/data/README.md): fbank and the whole transform match the references."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "openmsx-chemistry-lab-30s.ogg"
+    stereo, rate = load_audio(path)
+    assert rate == 22050 and stereo.shape == (2, 30 * 22050)
+    mono16k = resample(stereo, rate, 16000)[0]
+    for start, end in clip_sample_ranges(mono16k.shape[0], 16000):
+        clip = mono16k[start:end] - mono16k[start:end].mean()
+        assert np.abs(extractor.kaldi_fbank(clip[None])[0] - _reference_fbank(clip)).max() < FBANK_TOL
+    reference = ro.reference_audio_features(torch.from_numpy(stereo), rate)[0, :, 0].numpy()
+    assert np.abs(extractor(str(path))["input_features"][0] - reference).max() < PIPELINE_TOL
