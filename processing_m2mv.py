@@ -39,22 +39,38 @@ class AudioInputError(ValueError):
     """Audio that cannot be turned into features (unreadable, empty, NaN, wrong shape...). Names the source."""
 
 
-def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read an audio file with soundfile as float32 (channels, samples) plus its sampling rate.
+def load_audio(source: str | Path | dict | bytes) -> tuple[np.ndarray, int]:
+    """Read audio with soundfile as float32 (channels, samples) plus its sampling rate.
 
+    ``source`` is a file path, encoded bytes, or a ``datasets.Audio(decode=False)`` value ``{"bytes", "path"}``.
     soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus and MP3. Errors name the file.
     """
+    import io
+
     import soundfile
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioInputError(f"{path}: no such audio file")
+    data_bytes, name = None, source
+    if isinstance(source, dict):
+        data_bytes, name = source.get("bytes"), source.get("path") or "<audio bytes>"
+        if data_bytes is None:
+            source = source.get("path")
+            if source is None:
+                raise AudioInputError("an audio dict needs 'bytes' or 'path'")
+    elif isinstance(source, (bytes, bytearray)):
+        data_bytes, name = bytes(source), "<audio bytes>"
+    if data_bytes is None:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioInputError(f"{path}: no such audio file")
+        target = str(path)
+    else:
+        target = io.BytesIO(data_bytes)
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(target, dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile raises its own error types; name the file whatever they are
-        raise AudioInputError(f"{path}: unreadable audio ({type(err).__name__}: {err})") from err
+        raise AudioInputError(f"{name}: unreadable audio ({type(err).__name__}: {err})") from err
     if data.size == 0:
-        raise AudioInputError(f"{path}: the file holds no audio samples (empty or truncated)")
+        raise AudioInputError(f"{name}: the file holds no audio samples (empty or truncated)")
     return np.ascontiguousarray(data.T), int(rate)
 
 
@@ -315,20 +331,25 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
         """Featurise one waveform, a batch of waveforms, or audio file paths.
 
         Args:
-            raw_speech: a float waveform (samples,) or (channels, samples), a list of them, or file path(s).
+            raw_speech: a float waveform (samples,) or (channels, samples), file path(s), encoded bytes or
+                ``datasets.Audio(decode=False)`` dicts ``{"bytes", "path"}`` -- one or a list.
             sampling_rate: the rate of the given waveforms. Required for arrays (a wrong rate would silently give
                 wrong features); ignored for files, whose own rate is read.
             return_tensors: ``"pt"`` or ``"np"``.
         """
-        if isinstance(raw_speech, (str, Path)) or (isinstance(raw_speech, np.ndarray) and raw_speech.ndim <= 2
+        if isinstance(raw_speech, (str, Path, dict, bytes)) or (isinstance(raw_speech, np.ndarray) and raw_speech.ndim <= 2
                                                     and raw_speech.dtype != object) or isinstance(raw_speech,
                                                                                                    torch.Tensor):
             raw_speech = [raw_speech]
         features = []
         for index, item in enumerate(raw_speech):
-            if isinstance(item, (str, Path)):
+            if isinstance(item, (str, Path, dict, bytes)):
                 waveform, rate = load_audio(item)
-                features.append(self.extract_one(waveform, rate, name=str(item)))
+                if isinstance(item, dict):
+                    name = item.get("path") or f"audio[{index}]"
+                else:
+                    name = f"audio[{index}]" if isinstance(item, bytes) else item
+                features.append(self.extract_one(waveform, rate, name=str(name)))
                 continue
             if sampling_rate is None:
                 raise AudioInputError(

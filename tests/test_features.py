@@ -199,3 +199,16 @@ def test_fbank_and_transform_on_real_music(extractor):
         assert np.abs(extractor.kaldi_fbank(clip[None])[0] - _reference_fbank(clip)).max() < FBANK_TOL
     reference = ro.reference_audio_features(torch.from_numpy(stereo), rate)[0, :, 0].numpy()
     assert np.abs(extractor(str(path))["input_features"][0] - reference).max() < PIPELINE_TOL
+
+
+def test_encoded_bytes_and_datasets_audio_dicts(extractor):
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "openmsx-chemistry-lab-30s.ogg"
+    from_path = extractor(str(path))["input_features"]
+    data = path.read_bytes()
+    np.testing.assert_array_equal(extractor(data)["input_features"], from_path)
+    both = extractor([{"bytes": data, "path": "song.ogg"}, {"bytes": None, "path": str(path)}])["input_features"]
+    np.testing.assert_array_equal(both, np.concatenate([from_path, from_path]))
+    with pytest.raises(AudioInputError, match="broken.ogg: unreadable audio"):
+        extractor([{"bytes": data[:200], "path": "broken.ogg"}])
