@@ -167,3 +167,18 @@ def test_model_declares_what_transformers_needs(tiny):
     assert set(model._no_split_modules) >= {"M2MVAudioEncoderLayer", "LlamaDecoderLayer"}
     assert model.config.text_config._attn_implementation == "sdpa"
     assert model.supports_gradient_checkpointing
+
+
+def test_audio_is_encoded_on_the_first_generation_step_only(tiny, music_like):
+    model, processor = tiny
+    inputs = _inputs(processor, [music_like[0]], music_like[1])
+    calls = []
+    handle = model.audio_tower.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        model.generate(**inputs, do_sample=False, max_new_tokens=6, min_new_tokens=6)
+        assert len(calls) == 1
+        calls.clear()
+        model.generate(**inputs, do_sample=False, max_new_tokens=6, min_new_tokens=6, use_cache=False)
+        assert len(calls) == 6  # without a cache every step re-reads the whole prompt, audio included
+    finally:
+        handle.remove()
