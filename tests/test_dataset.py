@@ -1,0 +1,245 @@
+"""Dataset building: deterministic disjoint splits, Parquet + card that `datasets` reads, resume after a kill,
+precomputed embeddings with a stale check, and push_to_hub as far as it goes offline."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import yaml
+
+from dataset_scripts.hf_dataset import DatasetBuildError, assign_split, push_to_hub, split_rows
+from m2mv.schema import CAPTIONING, MV_DESCRIPTION, missing_columns
+from m2mv.taxonomy import load_mv_types
+from processing_m2mv import parse_mv_description
+
+
+def _fake_corpus(folder: Path, n: int = 12, seconds: float = 10.0) -> Path:
+    """A corpus in demo_corpus.py's manifest format, from synthetic clips with fixed measurements."""
+    (folder / "clips").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    genres = ["techno, industrial", "jazz, blues", "tracker / chiptune", "orchestral fantasy"]
+    with open(folder / "manifest.jsonl", "w") as manifest:
+        for i in range(n):
+            clip_id = f"pkg{i % 4}--track-{i}--0000000"
+            sf.write(folder / "clips" / f"{clip_id}.flac", rng.normal(scale=0.1, size=int(seconds * 8000)), 8000)
+            windows = int(np.ceil(seconds / 2))
+            record = {
+                "clip_id": clip_id, "audio": f"clips/{clip_id}.flac", "source_package": f"pkg{i % 4}",
+                "source_version": "1.0", "licence": "GPL-2+", "artist": f"Artist {i % 5}",
+                "genre": genres[i % 4], "genre_tags": [g.strip() for g in genres[i % 4].split(",")],
+                "duration_s": seconds,
+                "analysis": {"tempo_bpm": 80.0 + 10 * i, "beat_times_s": list(np.arange(0.25, seconds, 0.5)),
+                             "loudness_dbfs": list(rng.uniform(-30, -10, windows)),
+                             "centroid_hz": list(rng.uniform(800, 4000, windows)), "key": "C major",
+                             "centroid_mean_hz": 2000.0},
+            }
+            manifest.write(json.dumps(record) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from dataset_scripts.demo_dataset import build_demo_dataset
+
+    root = tmp_path_factory.mktemp("ds")
+    corpus = _fake_corpus(root / "corpus")
+    report = build_demo_dataset(corpus, root / "out", progress=False)
+    return root / "out", report, corpus
+
+
+def test_splits_are_deterministic_and_disjoint():
+    rows = [{"song_id": f"s{i}", "artist": f"a{i % 37}"} for i in range(3000)]
+    by_song = split_rows(rows, "song")
+    assert by_song == split_rows(list(reversed(rows)), "song") or all(
+        sorted(r["song_id"] for r in by_song[s]) == sorted(r["song_id"] for r in split_rows(rows, "song")[s])
+        for s in by_song)
+    sizes = {s: len(v) for s, v in by_song.items()}
+    assert abs(sizes["train"] / 3000 - 0.8) < 0.03 and abs(sizes["test"] / 3000 - 0.1) < 0.03
+    by_artist = split_rows(rows, "artist")
+    artists = {s: {r["artist"] for r in v} for s, v in by_artist.items()}
+    assert not (artists["train"] & artists["test"]) and not (artists["train"] & artists["validation"])
+    assert assign_split("s1") == assign_split("s1") and assign_split("s1", seed=1) in ("train", "validation", "test")
+    with pytest.raises(ValueError, match="ratios"):
+        assign_split("x", ratios=(0.5, 0.5, 0.5))
+
+
+def test_load_dataset_reads_both_configs(built):
+    from datasets import load_dataset
+
+    out, report, _ = built
+    for config in (CAPTIONING, MV_DESCRIPTION):
+        by_folder = load_dataset(str(out), config)
+        by_parquet = load_dataset("parquet", data_dir=str(out / config))
+        for split, count in report.counts[config].items():
+            if count:
+                assert by_folder[split].num_rows == by_parquet[split].num_rows == count
+        assert missing_columns(config, by_folder["train"].column_names) == []
+    ids = {s: set(load_dataset(str(out), MV_DESCRIPTION)[s]["song_id"]) for s in ("train", "validation", "test")
+           if report.counts[MV_DESCRIPTION][s]}
+    assert sum(len(v) for v in ids.values()) == 12 and len(set.union(*ids.values())) == 12  # no song crosses
+
+
+def test_rows_are_valid_targets(built):
+    from datasets import load_dataset
+
+    out, _, _ = built
+    rows = load_dataset(str(out), MV_DESCRIPTION)["train"]
+    for row in rows:
+        parsed = parse_mv_description(row["description"], expected_duration=10.0)
+        assert parsed.is_valid, parsed.problems
+        assert len(parsed.frames) == 5 and row["mv_type"] in load_mv_types()
+        assert sf.info(__import__("io").BytesIO(row["audio"]["bytes"])).duration == pytest.approx(10.0)
+
+
+def test_card_has_real_counts_and_labels_synthetic_columns(built):
+    out, report, _ = built
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert {c["config_name"] for c in meta["configs"]} == {CAPTIONING, MV_DESCRIPTION}
+    for info in meta["dataset_info"]:
+        for split in info["splits"]:
+            assert split["num_examples"] == report.counts[info["config_name"]][split["name"]]
+            assert split["num_bytes"] > 0
+    assert "NOT Music4All" in card and "| mv_description | description |" in card
+    assert "SYNTHETIC" in card.split("| mv_description | description |")[1].splitlines()[0]
+    assert "seed 12" in card
+
+
+def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
+    corpus = _fake_corpus(tmp_path / "corpus", n=12, seconds=4.0)
+    script = (
+        "import sys; from dataset_scripts import demo_dataset as d, hf_dataset as h\n"
+        "orig = h.write_config\n"
+        "d.write_config = lambda *a, **k: orig(*a, **{**k, 'shard_rows': 1})\n"
+        "d.build_demo_dataset(sys.argv[1], sys.argv[2], progress=False)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    killed = subprocess.Popen([sys.executable, "-c", script, str(corpus), str(tmp_path / "killed")], cwd=root)
+    shards = tmp_path / "killed" / CAPTIONING
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.parquet"))) < 2:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "README.md").exists()  # killed before the card: no half-built dataset
+    for shard in (tmp_path / "killed").rglob("*.parquet"):
+        pq.read_table(shard)  # every visible shard is complete
+    for out in ("killed", "clean"):
+        done = subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / out)], cwd=root)
+        assert done.returncode == 0
+    resumed, clean = tmp_path / "killed", tmp_path / "clean"
+    assert sorted(p.relative_to(resumed).as_posix() for p in resumed.rglob("*.parquet")) == sorted(
+        p.relative_to(clean).as_posix() for p in clean.rglob("*.parquet"))
+    for shard in clean.rglob("*.parquet"):
+        assert pq.read_table(shard).equals(pq.read_table(resumed / shard.relative_to(clean)))
+    assert (resumed / "README.md").read_text() == (clean / "README.md").read_text()
+
+
+def test_bad_corpus_input_names_the_file(tmp_path):
+    from dataset_scripts.demo_dataset import build_demo_dataset
+
+    with pytest.raises(DatasetBuildError, match="manifest.jsonl: no demo corpus manifest"):
+        build_demo_dataset(tmp_path, tmp_path / "out", progress=False)
+    corpus = _fake_corpus(tmp_path / "c", n=2)
+    (corpus / "clips" / "pkg1--track-1--0000000.flac").unlink()
+    with pytest.raises(DatasetBuildError, match="pkg1--track-1--0000000.flac: audio file of clip"):
+        build_demo_dataset(corpus, tmp_path / "out2", progress=False)
+    with open(corpus / "manifest.jsonl", "a") as manifest:
+        manifest.write("{not json\n")
+    with pytest.raises(DatasetBuildError, match="row 3: not JSON"):
+        build_demo_dataset(corpus, tmp_path / "out3", progress=False)
+
+
+def test_precomputed_embeddings_match_the_encoder_and_stale_ones_are_refused(built, tiny_checkpoint, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    from dataset_scripts.embeddings import StaleEmbeddingsError, compute_embeddings, load_embeddings
+
+    out = tmp_path / "ds"
+    shutil.copytree(built[0], out)
+    model = AutoModel.from_pretrained(tiny_checkpoint, trust_remote_code=True).eval()
+    assert load_embeddings(out, model) is None  # none computed yet
+    compute_embeddings(tiny_checkpoint, out, batch_size=4, progress=False)
+    embeds = load_embeddings(out, model)
+    assert len(embeds) == 12
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint, trust_remote_code=True)
+    song = sorted(embeds)[0]
+    audio = str(built[2] / "clips" / f"{song}.flac")
+    with torch.no_grad():
+        direct = model.audio_tower(processor.feature_extractor(audio, return_tensors="pt")["input_features"])
+    np.testing.assert_allclose(embeds[song], direct.pooler_output[0].numpy(), atol=1e-5)
+    with pytest.raises(StaleEmbeddingsError, match="no embeddings for 1 songs"):
+        load_embeddings(out, model, song_ids=[song, "unknown-song"])
+    with torch.no_grad():
+        model.audio_tower.head.projection.weight.add_(0.01)  # another encoder
+    with pytest.raises(StaleEmbeddingsError, match="none for this model's audio encoder"):
+        load_embeddings(out, model)
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: list = []
+
+    def _handle(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        type(self).calls.append((self.command, self.path, self.headers.get("authorization"), body[:2000]))
+        if self.path.startswith("/api/repos/create"):
+            self.send_response(200)
+            payload = json.dumps({"url": "http://localhost/datasets/me/m2mv-demo", "name": "me/m2mv-demo"}).encode()
+        else:
+            self.send_response(500)
+            payload = b'{"error": "recorder: not implemented"}'
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_HEAD = _handle
+
+    def log_message(self, *args):
+        pass
+
+
+def test_push_to_hub_creates_a_private_dataset_repo_with_the_env_token(built, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(DatasetBuildError, match="needs a token"):
+            push_to_hub(built[0], "me/m2mv-demo")
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        import importlib
+
+        import huggingface_hub.constants
+
+        importlib.reload(huggingface_hub.constants)
+        with pytest.raises(Exception):  # the recorder stops at the upload: that part is not exercised offline
+            push_to_hub(built[0], "me/m2mv-demo")
+    finally:
+        server.shutdown()
+        monkeypatch.undo()
+        import importlib
+
+        import huggingface_hub.constants
+
+        importlib.reload(huggingface_hub.constants)
+    create = [c for c in _Recorder.calls if c[1].startswith("/api/repos/create")]
+    assert create, _Recorder.calls
+    body = json.loads(create[0][3])
+    assert body["type"] == "dataset" and body["visibility"] == "private" and body["name"] == "m2mv-demo"
+    assert create[0][2] == "Bearer hf_test_token"
