@@ -23,9 +23,9 @@ from dataset_scripts.hf_dataset import (
     BuildReport,
     DatasetBuildError,
     dataset_card,
-    split_rows,
+    describe_splits,
     write_card,
-    write_config,
+    write_configs,
 )
 from m2mv.schema import CAPTIONING, MV_DESCRIPTION
 from m2mv.taxonomy import load_mv_types
@@ -159,12 +159,8 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     records = read_manifest(corpus_dir)
     caption_rows, mv_rows = zip(*(rows_for(r, corpus_dir) for r in records)) if records else ((), ())
-    report = BuildReport()
-    seconds = sum(r["duration_s"] for r in records)
-    for config, rows in ((CAPTIONING, caption_rows), (MV_DESCRIPTION, mv_rows)):
-        report.counts[config] = write_config(out_dir, config, split_rows(rows, split_by, ratios, seed),
-                                             progress=progress)
-        report.audio_seconds[config] = seconds
+    report = write_configs(out_dir, {CAPTIONING: caption_rows, MV_DESCRIPTION: mv_rows}, split_by, ratios, seed,
+                           sum(r["duration_s"] for r in records), progress=progress)
     packages = sorted({f"{r['source_package']} {r['source_version']} ({r['licence']})" for r in records})
     card = dataset_card(
         pretty_name="m2mv demo corpus (real music, synthetic descriptions)",
@@ -185,9 +181,7 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
                        "lyrics_understanding": "empty (instrumental music)",
                        "description": "SYNTHETIC (rendered from audio measurements)",
                        "artist": "real where the package credits it, else the package name"},
-        split_info=(f"Deterministic and {split_by}-disjoint: seeded hash (seed {seed}) of the "
-                    f"{'clip id' if split_by == 'song' else 'artist'}, ratios train/validation/test = "
-                    f"{'/'.join(str(r) for r in ratios)}."),
+        split_info=describe_splits(split_by, seed, ratios, song_key="clip id"),
         out_dir=out_dir,
     )
     write_card(out_dir, card)

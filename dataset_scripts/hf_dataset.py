@@ -168,6 +168,24 @@ def write_config(out_dir: Path, config_name: str, splits: dict[str, list[dict]],
     return counts
 
 
+def write_configs(out_dir: Path, rows_by_config: dict[str, Sequence[dict]], split_by: str, ratios: Sequence[float],
+                  seed: int, audio_seconds: float, skipped: Sequence[str] = (), progress: bool = True) -> BuildReport:
+    """Split and write every config; the report holds the counts for the card and the summary."""
+    report = BuildReport(skipped=list(skipped))
+    for config, rows in rows_by_config.items():
+        report.counts[config] = write_config(out_dir, config, split_rows(rows, split_by, ratios, seed),
+                                             progress=progress)
+        report.audio_seconds[config] = audio_seconds
+    return report
+
+
+def describe_splits(split_by: str, seed: int, ratios: Sequence[float], song_key: str = "song id") -> str:
+    """The card's sentence on how the splits were made."""
+    return (f"Deterministic and {split_by}-disjoint: seeded hash (seed {seed}) of the "
+            f"{song_key if split_by == 'song' else 'artist'}, ratios train/validation/test = "
+            f"{'/'.join(str(r) for r in ratios)}.")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the dataset card
 # ----------------------------------------------------------------------------------------------------------------

@@ -37,9 +37,9 @@ from dataset_scripts.hf_dataset import (
     BuildReport,
     DatasetBuildError,
     dataset_card,
-    split_rows,
+    describe_splits,
     write_card,
-    write_config,
+    write_configs,
 )
 from m2mv.schema import CAPTIONING, MV_DESCRIPTION
 from m2mv.taxonomy import load_mv_types
@@ -270,11 +270,8 @@ def build_music4all(
     if not mv_rows:
         raise DatasetBuildError(f"{root}: no song has both Music4All data and an MV target; nothing to write")
 
-    report = BuildReport(skipped=list(problems.skipped))
-    for config, rows in ((CAPTIONING, caption_rows), (MV_DESCRIPTION, mv_rows)):
-        report.counts[config] = write_config(out_dir, config, split_rows(rows, split_by, ratios, seed),
-                                             progress=progress)
-        report.audio_seconds[config] = seconds
+    report = write_configs(out_dir, {CAPTIONING: caption_rows, MV_DESCRIPTION: mv_rows}, split_by, ratios, seed,
+                           seconds, problems.skipped, progress=progress)
     card = dataset_card(
         pretty_name="m2mv: Music4All music-video descriptions",
         counts=report.counts,
@@ -290,9 +287,7 @@ def build_music4all(
                        "description": "from the user's files (e.g. frame captions merged by an LLM)",
                        "mv_type": "from the user's file (None where not given)",
                        "lyrics_understanding": "from the user's file (None where not given)"},
-        split_info=(f"Deterministic and {split_by}-disjoint: seeded hash (seed {seed}) of the "
-                    f"{'song id' if split_by == 'song' else 'artist'}, ratios train/validation/test = "
-                    f"{'/'.join(str(r) for r in ratios)}."),
+        split_info=describe_splits(split_by, seed, ratios),
         out_dir=out_dir,
     )
     write_card(out_dir, card)

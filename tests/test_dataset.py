@@ -116,14 +116,15 @@ def test_card_has_real_counts_and_labels_synthetic_columns(built):
 
 def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
     corpus = _fake_corpus(tmp_path / "corpus", n=12, seconds=4.0)
-    script = (
-        "import sys; from dataset_scripts import demo_dataset as d, hf_dataset as h\n"
-        "orig = h.write_config\n"
-        "d.write_config = lambda *a, **k: orig(*a, **{**k, 'shard_rows': 1})\n"
+    script = (  # one row per shard, and a pause after each shard so that the kill lands mid-build
+        "import sys, time; from dataset_scripts import demo_dataset as d, hf_dataset as h\n"
+        "write_config, write_shard = h.write_config, h.write_parquet_shard\n"
+        "h.write_parquet_shard = lambda *a: (write_shard(*a), time.sleep(float(sys.argv[3])))\n"
+        "h.write_config = lambda *a, **k: write_config(*a, **{**k, 'shard_rows': 1})\n"
         "d.build_demo_dataset(sys.argv[1], sys.argv[2], progress=False)\n"
     )
     root = Path(__file__).resolve().parents[1]
-    killed = subprocess.Popen([sys.executable, "-c", script, str(corpus), str(tmp_path / "killed")], cwd=root)
+    killed = subprocess.Popen([sys.executable, "-c", script, str(corpus), str(tmp_path / "killed"), "0.3"], cwd=root)
     shards = tmp_path / "killed" / CAPTIONING
     deadline = time.time() + 120
     while time.time() < deadline and len(list(shards.glob("*.parquet"))) < 2:
@@ -134,7 +135,7 @@ def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
     for shard in (tmp_path / "killed").rglob("*.parquet"):
         pq.read_table(shard)  # every visible shard is complete
     for out in ("killed", "clean"):
-        done = subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / out)], cwd=root)
+        done = subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / out), "0"], cwd=root)
         assert done.returncode == 0
     resumed, clean = tmp_path / "killed", tmp_path / "clean"
     assert sorted(p.relative_to(resumed).as_posix() for p in resumed.rglob("*.parquet")) == sorted(
