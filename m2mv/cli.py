@@ -2,6 +2,7 @@
 
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
                   [--mv-type "Live Performance"] [--lyrics lyrics_understanding.txt] [--json] [--greedy]
+    m2mv benchmark --model DIR --dataset DIR [--split test] [--ablation]   (see m2mv/benchmark.py)
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
 ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
@@ -18,12 +19,27 @@ from pathlib import Path
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"}
 
 
+def remote_code_hash() -> str:
+    """Short hash of the three remote-code files, so cached checkpoints follow code changes."""
+    import hashlib
+
+    import configuration_m2mv
+    import modeling_m2mv
+    import processing_m2mv
+
+    digest = hashlib.sha256()
+    for module in (configuration_m2mv, modeling_m2mv, processing_m2mv):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def demo_checkpoint() -> Path:
-    """The cached demo checkpoint (SmolLM2 + random-weight ImageBind audio branch), built on first use."""
+    """The cached demo checkpoint (SmolLM2 + random-weight ImageBind audio branch), built on first use; keyed by
+    the remote code's hash, since the checkpoint carries a copy of that code."""
     from m2mv.convert import build_checkpoint
     from m2mv.offline_models import cache_root, smollm2_folder
 
-    folder = cache_root() / "m2mv-smollm2-135m-random-imagebind-v1"
+    folder = cache_root() / f"m2mv-smollm2-135m-random-imagebind-{remote_code_hash()}"
     if not (folder / "config.json").is_file():
         print(f"building the demo checkpoint in {folder} (once) ...", file=sys.stderr)
         build_checkpoint(folder, smollm2_folder())
@@ -110,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     desc.add_argument("--json", action="store_true", help="print the parsed overview + frames as JSON lines")
     desc.add_argument("--greedy", action="store_true", help="greedy decoding instead of the paper's sampling")
     desc.add_argument("--max-new-tokens", type=int, help="override the checkpoint's 512")
+    from m2mv import benchmark
+
+    bench = commands.add_parser("benchmark", help="generate over a dataset split, score it, print a table")
+    benchmark.add_arguments(bench)
     args = parser.parse_args(argv)
+    if args.command == "benchmark":
+        return benchmark.run_from_args(args)
     try:
         return _describe_main(args)
     except (ValueError, OSError) as err:

