@@ -3,6 +3,7 @@
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
                   [--mv-type "Live Performance"] [--lyrics lyrics_understanding.txt] [--json] [--greedy]
     m2mv benchmark --model DIR --dataset DIR [--split test] [--ablation]   (see m2mv/benchmark.py)
+    m2mv demo [--quick]                                                   (see m2mv/demo.py)
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
 ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
@@ -130,9 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = commands.add_parser("benchmark", help="generate over a dataset split, score it, print a table")
     benchmark.add_arguments(bench)
+    demo = commands.add_parser("demo", help="the one-command demo: corpus, dataset, training, benchmark, describe")
+    demo.add_argument("--out", default="demo-output", help="output folder")
+    demo.add_argument("--quick", action="store_true", help="fewer clips, 1 epoch per stage, shorter generations")
     args = parser.parse_args(argv)
     if args.command == "benchmark":
         return benchmark.run_from_args(args)
+    if args.command == "demo":
+        from m2mv.demo import run_demo
+
+        run_demo(args.out, args.quick)
+        return 0
     try:
         return _describe_main(args)
     except (ValueError, OSError) as err:

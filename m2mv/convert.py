@@ -303,6 +303,7 @@ def save_checkpoint(model, processor, out_dir: str | Path, card: str) -> Path:
     M2MVFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
     M2MVProcessor.register_for_auto_class("AutoProcessor")
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint folder is meant to be shared
     try:
         model.config.auto_map = dict(AUTO_MAP)
         model.save_pretrained(staging)

@@ -1,0 +1,228 @@
+"""Training throughput: precomputed encoder embeddings vs re-encoding the audio at every step.
+
+    python benchmarks/training.py                      # tiny config, toy 30-s clips; + the full-size encoder's share
+    python benchmarks/training.py --dataset ./m2mv-demo --steps 40 --stage 1
+    python benchmarks/training.py --skip-full-size     # only the tiny comparison
+
+1. Same tiny config (the converter's tiny random checkpoint, configs/tiny/stage<N>.yaml), one run each through
+   train_sft.py: ``audio_embeds: off`` (decode + filter bank + encoder at every step) and ``audio_embeds: auto``
+   (embeddings computed once beforehand, not counted). Training tokens/s = non-padding tokens / train_runtime
+   (the trainer's own clock: data loading and collation included). Printed as a ratio.
+2. Full size, one step (CPU or GPU): the demo checkpoint (SmolLM2-135M + ImageBind's full-size audio branch,
+   86.2M parameters, random weights): time of the audio features, of the encoder, and of the stage-1 training step
+   on precomputed embeddings; the encoder's (and features') share of a re-encoding step.
+3. On a GPU only (``--gpu-full-size``): a full-size stage-2 step -- Vicuna-7B-sized Llama + ImageBind-Huge audio
+   branch (random weights), bf16, LoRA r=32 on q/k/v/o + the adaptor, batch 2 x 1024 tokens: tokens/s and MFU
+   (6 x LM parameters x tokens/s over the GPU's dense bf16 peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from m2mv import training  # noqa: E402
+
+
+def load_train_sft():
+    spec = importlib.util.spec_from_file_location("train_sft", REPO / "train_sft.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tokens_per_second(trainer) -> tuple[float, int, float]:
+    history = trainer.state.log_history
+    runtime = next(e["train_runtime"] for e in reversed(history) if "train_runtime" in e)
+    tokens = int(trainer._total_train_tokens)
+    return tokens / runtime, tokens, runtime
+
+
+def tiny_comparison(dataset: Path | None, steps: int, stage: int, work: Path) -> dict:
+    from m2mv.convert import build_tiny_checkpoint
+
+    train_sft = load_train_sft()
+    checkpoint = build_tiny_checkpoint(work / "m2mv-tiny-random")
+    if dataset is None:
+        dataset = training.write_toy_dataset(work / "toy", n_train=32, n_eval=4, seconds=30.0)
+    else:  # copy: the embeddings are written beside the dataset
+        import shutil
+
+        shutil.copytree(dataset, work / "data", ignore=shutil.ignore_patterns("embeddings"))
+        dataset = work / "data"
+    if stage == 2:  # stage 2 starts from a stage-1 output
+        stage1 = work / "stage1"
+        train_sft.main(*training.parse_args(["--config", str(REPO / "configs/tiny/stage1.yaml"), "--model_name_or_path",
+                                             str(checkpoint), "--dataset_path", str(dataset), "--output_dir",
+                                             str(stage1), "--max_steps", "1", "--audio_embeds", "off"]))
+        checkpoint = stage1
+    start = time.perf_counter()
+    training.precompute_audio_embeds(checkpoint, dataset)
+    embed_time = time.perf_counter() - start
+    results = {}
+    for mode in ("off", "auto"):
+        trainer = train_sft.main(*training.parse_args([
+            "--config", str(REPO / f"configs/tiny/stage{stage}.yaml"), "--model_name_or_path", str(checkpoint),
+            "--dataset_path", str(dataset), "--output_dir", str(work / f"run-{mode}"), "--max_steps", str(steps),
+            "--audio_embeds", mode, "--eval_split", "", "--logging_steps", str(steps)]))
+        results[mode] = tokens_per_second(trainer)
+    return {"dataset": str(dataset), "stage": stage, "steps": steps, "embed_once_s": embed_time,
+            "reencode_tokens_per_s": results["off"][0], "embeds_tokens_per_s": results["auto"][0],
+            "tokens": results["auto"][1], "ratio": results["auto"][0] / results["off"][0]}
+
+
+def timed(fn, repeat: int = 1):
+    fn()  # warm-up
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        out = fn()
+    sync()
+    return (time.perf_counter() - start) / repeat, out
+
+
+def full_size_share(dataset: Path | None, device: str) -> dict:
+    """One stage-1 step of the demo checkpoint: features, encoder, and the LM step on precomputed embeddings."""
+    from transformers import AutoModel, AutoProcessor
+
+    from m2mv.cli import demo_checkpoint
+
+    folder = demo_checkpoint()
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).to(device)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    model.requires_grad_(False)
+    model.multi_modal_projector.requires_grad_(True)
+    model.train()
+    if dataset is not None:
+        ds = training.load_split(dataset, "captioning", "train")
+        rows = [ds[i] for i in range(2)]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            ds = training.load_split(training.write_toy_dataset(tmp, n_train=2, n_eval=1, seconds=30.0),
+                                     "captioning", "train")
+            rows = [ds[i] for i in range(2)]
+    collator = training.M2MVDataCollator(processor, "captioning", 256)
+    optimizer = torch.optim.AdamW(model.multi_modal_projector.parameters(), lr=1e-4)
+
+    feature_s, batch = timed(lambda: collator(rows))
+    batch = {k: torch.as_tensor(v).to(device) for k, v in batch.items()}
+    features = batch.pop("input_features")
+    with torch.no_grad():
+        encoder_s, embeds = timed(lambda: model.audio_tower(features).pooler_output)
+
+    def step():
+        loss = model(**batch, audio_embeds=embeds).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+
+    step_s, _ = timed(step)
+    reencode = feature_s + encoder_s + step_s
+    return {"device": device, "batch": 2, "tokens": int(batch["attention_mask"].sum()),
+            "encoder_params_M": sum(p.numel() for p in model.audio_tower.parameters()) / 1e6,
+            "features_s": feature_s, "encoder_s": encoder_s, "lm_step_s": step_s,
+            "encoder_share": encoder_s / reencode, "features_share": feature_s / reencode,
+            "audio_share": (feature_s + encoder_s) / reencode}
+
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def gpu_full_size_stage2(seq_len: int = 1024, batch: int = 2, steps: int = 5, peak: float | None = None) -> dict:
+    """Vicuna-7B-sized m2mv (random weights), bf16, LoRA r=32 q/k/v/o + adaptor: tokens/s and MFU of a step."""
+    from peft import LoraConfig, get_peft_model
+
+    from configuration_m2mv import M2MVConfig
+    from modeling_m2mv import M2MVForConditionalGeneration
+
+    config = M2MVConfig()  # ImageBind-Huge audio branch + Vicuna-7B sizes (vocab 32001)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = M2MVForConditionalGeneration(config).to(torch.bfloat16)
+    model.requires_grad_(False)
+    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=32, lora_dropout=0.1,
+                                             target_modules=training.lora_target_regex(None),
+                                             modules_to_save=["multi_modal_projector"]))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    model.gradient_checkpointing_enable()
+    model.enable_input_require_grads()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 32000, (batch, seq_len), device="cuda")
+    ids[:, 5] = config.audio_token_id
+    labels = ids.clone()
+    labels[:, :64] = -100
+    embeds = torch.randn(batch, 3, 1024, device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), audio_embeds=embeds, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    step_s, _ = timed(step, repeat=steps)
+    lm_params = sum(p.numel() for n, p in model.named_parameters() if "language_model" in n or "lm_head" in n)
+    tokens_per_s = batch * seq_len / step_s
+    name = torch.cuda.get_device_name()
+    peak = peak or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    mfu = 6 * lm_params * tokens_per_s / (peak * 1e12) if peak else None
+    return {"gpu": name, "step_s": step_s, "tokens_per_s": tokens_per_s, "lm_params_B": lm_params / 1e9,
+            "peak_bf16_tflops": peak, "mfu": mfu, "max_memory_GiB": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, help="a built m2mv dataset (default: toy 30-s clips)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--stage", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--skip-full-size", action="store_true")
+    parser.add_argument("--gpu-full-size", action="store_true", help="also the 7B-sized stage-2 step (GPU only)")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU")
+    args = parser.parse_args(argv)
+    report = {"torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as work:
+        tiny = tiny_comparison(args.dataset, args.steps, args.stage, Path(work))
+    report["tiny"] = tiny
+    print(f"tiny config, stage {tiny['stage']}, {tiny['steps']} steps: re-encoding {tiny['reencode_tokens_per_s']:.0f} "
+          f"tokens/s, precomputed embeddings {tiny['embeds_tokens_per_s']:.0f} tokens/s: ratio {tiny['ratio']:.1f}x "
+          f"(embeddings computed once in {tiny['embed_once_s']:.1f} s)")
+    if not args.skip_full_size:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        full = full_size_share(args.dataset, device)
+        report["full_size"] = full
+        print(f"full-size encoder ({full['encoder_params_M']:.1f}M, {device}), one stage-1 step of batch 2: features "
+              f"{full['features_s']:.2f} s, encoder {full['encoder_s']:.2f} s, LM step on embeddings "
+              f"{full['lm_step_s']:.2f} s: the encoder is {100 * full['encoder_share']:.0f}% of a re-encoding step, "
+              f"audio features + encoder {100 * full['audio_share']:.0f}%")
+    if args.gpu_full_size:
+        if not torch.cuda.is_available():
+            print("--gpu-full-size: no GPU here", file=sys.stderr)
+            return 2
+        gpu = gpu_full_size_stage2(peak=args.peak_tflops)
+        report["gpu_stage2"] = gpu
+        mfu = f"{100 * gpu['mfu']:.1f}%" if gpu["mfu"] is not None else "n/a (pass --peak-tflops)"
+        print(f"full-size stage-2 step on {gpu['gpu']}: {gpu['tokens_per_s']:.0f} tokens/s, MFU {mfu}, "
+              f"peak memory {gpu['max_memory_GiB']:.1f} GiB")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
