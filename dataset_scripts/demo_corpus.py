@@ -42,6 +42,7 @@ where the file system allows, else copies.
 
 from __future__ import annotations
 
+from m2mv.fileio import atomic_write_text
 import argparse
 import difflib
 import fnmatch
@@ -194,20 +195,8 @@ def make_clip_id(package: str, track_key: str, offset_s: float) -> str:
 # Small file helpers
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _atomic_write_json(path: Path, obj) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def _atomic_write_audio(path: Path, y: np.ndarray, sr: int, fmt: str = "FLAC", subtype: str = "PCM_16") -> None:
@@ -915,9 +904,9 @@ def build_demo_corpus(
         copyrights[SOUNDFONT_PACKAGE] = roots[SOUNDFONT_PACKAGE][1] / "usr/share/doc" / SOUNDFONT_PACKAGE / "copyright"
     for name in sorted(used):
         if copyrights[name].exists():
-            _atomic_write_text(lic_dir / f"{name}.copyright", copyrights[name].read_text(errors="replace"))
-    _atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    _atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+            atomic_write_text(lic_dir / f"{name}.copyright", copyrights[name].read_text(errors="replace"))
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
     summary = summarise(records, rejects)
     summary.update(
         subset=subset,
@@ -928,7 +917,7 @@ def build_demo_corpus(
         analysis_version=audio_analysis.ANALYSIS_VERSION,
     )
     _atomic_write_json(out / "summary.json", summary)
-    _atomic_write_text(out / "README.md", _card(summary))
+    atomic_write_text(out / "README.md", _card(summary))
     log.info("\n%s", format_summary(summary))
     return out / "manifest.jsonl"
 

@@ -13,6 +13,7 @@ an interrupted build resumes where it stopped (finished shards are kept when the
 
 from __future__ import annotations
 
+from m2mv.fileio import atomic_write_text
 import hashlib
 import json
 import os
@@ -85,18 +86,6 @@ def _rows_hash(rows: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_parquet_shard(rows: list[dict], config_name: str, path: Path) -> None:
     """One Parquet shard with the config's features (in the schema metadata ``datasets`` reads); temp + rename.
 
@@ -161,7 +150,7 @@ def write_config(out_dir: Path, config_name: str, splits: dict[str, list[dict]],
                 continue  # finished in an earlier (interrupted) run
             write_parquet_shard(chunk, config_name, path)
             state[key] = digest
-            _atomic_write_text(state_path, json.dumps(state, indent=1, sort_keys=True))
+            atomic_write_text(state_path, json.dumps(state, indent=1, sort_keys=True))
     for stale in folder.glob("*.parquet"):  # shards of an earlier build with other counts
         if stale.name not in wanted:
             stale.unlink()
@@ -265,7 +254,7 @@ tells `load_dataset` which Parquet files make each config and split.
 
 
 def write_card(out_dir: Path, card: str) -> None:
-    _atomic_write_text(out_dir / "README.md", card)
+    atomic_write_text(out_dir / "README.md", card)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:

@@ -24,6 +24,7 @@ or :func:`run_benchmark`. Steps:
 
 from __future__ import annotations
 
+from m2mv.fileio import atomic_write_text
 import argparse
 import hashlib
 import json
@@ -243,17 +244,6 @@ def append_records(path: Path, records: list[dict]) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _model_fingerprint(model_dir: Path) -> str:
     """Cheap identity of the weights (names, sizes, mtimes of the safetensors files and the configs)."""
     parts = []
@@ -279,7 +269,7 @@ def _check_run_state(output_dir: Path, state: dict, overwrite: bool) -> None:
                                      f"{', '.join(changed)}); use another --output-dir or --overwrite")
             for old in output_dir.glob("predictions-*.jsonl"):
                 old.unlink()
-    _atomic_write_text(run_file, json.dumps(state, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(run_file, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -465,7 +455,7 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
 
     kept = [old for old in (data.eval_results or []) if not any(same(old, n) for n in new)]
     data.eval_results = kept + new
-    _atomic_write_text(path, str(card))
+    atomic_write_text(path, str(card))
     return path
 
 
@@ -567,7 +557,7 @@ def run_benchmark(
                                                       bertscore_num_layers)
     result.table = format_table(result.metrics)
     result.results_file = output_dir / RESULTS_FILE
-    _atomic_write_text(result.results_file, json.dumps(
+    atomic_write_text(result.results_file, json.dumps(
         {"model": str(model_dir), "dataset": str(dataset), "split": split, "rows": rows, "total_rows": total_rows,
          "decoding": decoding, "metrics": result.metrics, "generation_seconds": result.seconds,
          "generated_rows": result.generated_rows, "torch_threads": torch.get_num_threads()},
