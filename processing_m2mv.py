@@ -127,6 +127,13 @@ def clip_sample_ranges(
     return ranges
 
 
+def _is_single_input(raw: Any) -> bool:
+    """One input (a path, encoded audio, or one waveform array) rather than a list of them."""
+    if isinstance(raw, (str, Path, dict, bytes, torch.Tensor)):
+        return True
+    return isinstance(raw, np.ndarray) and raw.ndim <= 2 and raw.dtype != object
+
+
 class M2MVFeatureExtractor(SequenceFeatureExtractor):
     """ImageBind's audio transform, batched in numpy on top of ``transformers.audio_utils``.
 
@@ -337,9 +344,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
                 wrong features); ignored for files, whose own rate is read.
             return_tensors: ``"pt"`` or ``"np"``.
         """
-        if isinstance(raw_speech, (str, Path, dict, bytes)) or (isinstance(raw_speech, np.ndarray) and raw_speech.ndim <= 2
-                                                    and raw_speech.dtype != object) or isinstance(raw_speech,
-                                                                                                   torch.Tensor):
+        if _is_single_input(raw_speech):
             raw_speech = [raw_speech]
         features = []
         for index, item in enumerate(raw_speech):
