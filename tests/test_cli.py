@@ -31,3 +31,21 @@ def test_unknown_mv_type_lists_the_known_ones(tiny_checkpoint, capsys):
     code = main(["describe", str(DEMO), "--model", str(tiny_checkpoint), "--mv-type", "Opera"])
     _, err = capsys.readouterr()
     assert code == 2 and "unknown MV type 'Opera'; known types: Live Performance" in err
+
+
+def test_describe_reads_every_documented_format(tiny_checkpoint, tmp_path, capsys):
+    """WAV, FLAC, OGG/Vorbis, Opus and MP3 (Music4All's format) all go through soundfile, no FFmpeg."""
+    import numpy as np
+    import soundfile as sf
+
+    wave = np.random.default_rng(0).normal(scale=0.1, size=(3 * 48000, 2)).astype(np.float32)
+    files = []
+    for suffix, kwargs in ((".wav", {}), (".flac", {}), (".ogg", {"format": "OGG", "subtype": "VORBIS"}),
+                           (".opus", {"format": "OGG", "subtype": "OPUS"}), (".mp3", {"format": "MP3"})):
+        path = tmp_path / f"song{suffix}"
+        sf.write(path, wave, 48000, **kwargs)
+        files.append(str(path))
+    code = main(["describe", *files, "--model", str(tiny_checkpoint), "--json", "--greedy", "--max-new-tokens", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert sorted(json.loads(line)["file"] for line in out.splitlines()) == sorted(files)
