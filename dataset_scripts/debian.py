@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m2mv.fileio import atomic_directory
+
 log = logging.getLogger("m2mv.demo_corpus")
 
 
@@ -124,17 +126,9 @@ def unpack_deb(deb: Path, dest: Path) -> Path:
     marker = dest / ".unpacked"
     if marker.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
-    try:
+    with atomic_directory(dest) as tmp:
         _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
         (tmp / ".unpacked").write_text(deb.name + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -207,19 +201,11 @@ def _unpacked_tools(names: list[str], cache_dir: Path) -> dict[str, Tool]:
     root = cache_dir / "tools" / f"{'+'.join(sorted(pkgs))}-{key}"
     if not (root / ".unpacked").exists():
         log.info("fetching %s (+%d libraries this system lacks) to run unpacked", pkgs, len(missing) - len(pkgs))
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".tmp-"))
-        try:
+        with atomic_directory(root) as tmp:
             for name, _ in missing:
                 deb, _v = fetch_deb(name, cache_dir / "debs")
                 _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
             (tmp / ".unpacked").write_text("\n".join(f"{n} {v}" for n, v in missing) + "\n")
-            if root.exists():
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     lib_dirs = sorted({str(p.parent) for p in root.rglob("*.so*") if p.is_file() or p.is_symlink()})
     tools = {}
     for n in names:

@@ -42,7 +42,7 @@ where the file system allows, else copies.
 
 from __future__ import annotations
 
-from m2mv.fileio import atomic_write_text
+from m2mv.fileio import atomic_directory, atomic_write_text
 import argparse
 import difflib
 import fnmatch
@@ -311,9 +311,7 @@ def _extract_archive(archive: Path, patterns: tuple[str, ...], dest: Path, what:
     """Extract the members matching patterns (atomically, once)."""
     if (dest / ".extracted").exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
-    try:
+    with atomic_directory(dest) as tmp:
         try:
             with zipfile.ZipFile(archive) as z:
                 for name in z.namelist():
@@ -322,12 +320,6 @@ def _extract_archive(archive: Path, patterns: tuple[str, ...], dest: Path, what:
         except (zipfile.BadZipFile, OSError) as e:
             raise CorpusError(f"{what}: cannot extract {archive.name}: {e}") from e
         (tmp / ".extracted").write_text(archive.name + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
