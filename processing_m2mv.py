@@ -5,7 +5,8 @@
   kaldi-compatible log-mel filter bank (128 bins, 25-ms Hann window, 10-ms shift), pad/crop to 204 frames,
   normalise with mean -4.268 / std 9.138.
 - :class:`M2MVProcessor` builds the prompt from its chat template (the one place the template lives), expands
-  the audio placeholder, tokenises, and masks the labels to the answer.
+  the audio placeholder, tokenises, and masks the labels to the answer. Optional ``frame_boundaries`` list the
+  frames to describe in the prompt (e.g. beat-aligned ones) instead of the default 2-s steps.
 - :func:`format_mv_description` / :func:`parse_mv_description` are the one home of the output format:
   an overview, then one line per frame ``[MM:SS-MM:SS] text`` (2-s steps by default).
 
@@ -427,6 +428,32 @@ def frame_boundaries(duration: float, step: float = FRAME_STEP_SECONDS) -> list[
     return [(i * step, min((i + 1) * step, duration)) for i in range(count)]
 
 
+def format_frame_span(start: float, end: float) -> str:
+    """A frame's time span as written in descriptions and prompts: ``[MM:SS-MM:SS]``."""
+    return f"[{format_timestamp(start)}-{format_timestamp(end)}]"
+
+
+def validate_frame_boundaries(boundaries: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``boundaries`` as a list of ``(start, end)`` floats; non-empty, each ``0 <= start < end``, increasing and
+    non-overlapping, else a ValueError saying which frame is wrong."""
+    if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence) or not boundaries:
+        raise ValueError(f"frame_boundaries must be a non-empty list of (start, end) seconds, got {boundaries!r}")
+    checked: list[tuple[float, float]] = []
+    for index, pair in enumerate(boundaries):
+        try:
+            start, end = (float(value) for value in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"frame_boundaries[{index}] must be a (start, end) pair of seconds, got {pair!r}"
+                             ) from None
+        if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+            raise ValueError(f"frame_boundaries[{index}] = ({start:g}, {end:g}) s: need 0 <= start < end")
+        if checked and start < checked[-1][1] - 1e-6:
+            raise ValueError(f"frame_boundaries[{index}] starts at {start:g} s, before the previous frame ends at "
+                             f"{checked[-1][1]:g} s (frames must be increasing and non-overlapping)")
+        checked.append((start, end))
+    return checked
+
+
 def format_mv_description(overview: str, frames: Sequence[MVFrame | tuple[float, float, str]]) -> str:
     """Write an MV description: the overview, then one ``[MM:SS-MM:SS] text`` line per frame."""
     overview = " ".join(overview.split())
@@ -441,7 +468,7 @@ def format_mv_description(overview: str, frames: Sequence[MVFrame | tuple[float,
             raise ValueError(f"frame {format_timestamp(start)}-{format_timestamp(end)} has no text")
         if end <= start or (previous_end is not None and start < previous_end - 1e-6):
             raise ValueError(f"frame {start}-{end} s is empty or overlaps the previous frame")
-        lines.append(f"[{format_timestamp(start)}-{format_timestamp(end)}] {text}")
+        lines.append(f"{format_frame_span(start, end)} {text}")
         previous_end = end
     return "\n".join(lines)
 
@@ -506,6 +533,7 @@ CHAT_TEMPLATE = (
     "{%- elif part['type'] == 'genre_tags' %} Genre tags: {{ part['genre_tags'] | join(', ') }}."
     "{%- elif part['type'] == 'mv_type' %} MV type: {{ part['mv_type'] }}."
     "{%- elif part['type'] == 'lyrics_understanding' %} Lyrics understanding: {{ part['lyrics_understanding'] }}"
+    "{%- elif part['type'] == 'frame_boundaries' %} Frames: {{ part['frame_boundaries'] | join(', ') }}."
     "{%- elif part['type'] == 'text' %} {{ part['text'] }}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -517,10 +545,15 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}### Assistant:{%- endif -%}"
 )
 
+# Instructions by task; "<task>_given_frames" replaces the task's instruction when the prompt lists the frames.
+GIVEN_FRAMES_SUFFIX = "_given_frames"
 DEFAULT_INSTRUCTIONS = {
     "captioning": "generate a caption",
     "mv_description": (
         "Describe a music video for this music: an overview, then what the video shows in each 2-second frame."
+    ),
+    "mv_description" + GIVEN_FRAMES_SUFFIX: (
+        "Describe a music video for this music: an overview, then what the video shows in each of the given frames."
     ),
 }
 
@@ -535,7 +568,8 @@ class M2MVProcessor(ProcessorMixin):
         audio_token: placeholder written once per audio in the prompt, expanded to ``num_audio_tokens``.
         num_audio_tokens: LM tokens per audio (must equal the model config's).
         mv_types: the MV-type taxonomy (names); an unknown ``mv_type`` is an error that lists them.
-        instructions: task name -> instruction text.
+        instructions: task name -> instruction text (``"<task>_given_frames"``: the instruction used with
+            ``frame_boundaries``).
     """
 
     def __init__(
@@ -574,10 +608,24 @@ class M2MVProcessor(ProcessorMixin):
         mv_type: str | None = None,
         lyrics_understanding: str | None = None,
         answer: str | None = None,
+        frame_boundaries: Sequence[tuple[float, float]] | None = None,
     ) -> list[dict]:
-        """The conversation for one example; conditioning fields left as ``None`` are omitted."""
-        if task not in self.instructions:
-            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(self.instructions)}")
+        """The conversation for one example; conditioning fields left as ``None`` are omitted.
+
+        ``frame_boundaries``: ``(start, end)`` seconds of the frames to describe (e.g. beat-aligned); the prompt
+        then lists them (`` Frames: [00:00-00:02], [00:02-00:04.50].``) and asks for each of them, with the
+        task's ``"<task>_given_frames"`` instruction. Without them the prompt is the 2-s-frame one.
+        """
+        tasks = [name for name in self.instructions if not name.endswith(GIVEN_FRAMES_SUFFIX)]
+        if task not in tasks:
+            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(tasks)}")
+        instruction = self.instructions[task]
+        if frame_boundaries is not None:
+            spans = [format_frame_span(s, e) for s, e in validate_frame_boundaries(frame_boundaries)]
+            if task + GIVEN_FRAMES_SUFFIX not in self.instructions:
+                raise ValueError(f"task {task!r} takes no frame_boundaries (this processor has no "
+                                 f"{task + GIVEN_FRAMES_SUFFIX!r} instruction)")
+            instruction = self.instructions[task + GIVEN_FRAMES_SUFFIX]
         content: list[dict] = [{"type": "audio"}]
         if genre_tags is not None:
             if isinstance(genre_tags, str) or not all(isinstance(g, str) and g.strip() for g in genre_tags):
@@ -590,7 +638,9 @@ class M2MVProcessor(ProcessorMixin):
             if not isinstance(lyrics_understanding, str) or not lyrics_understanding.strip():
                 raise ValueError(f"lyrics_understanding must be a non-empty string, got {lyrics_understanding!r}")
             content.append({"type": "lyrics_understanding", "lyrics_understanding": " ".join(lyrics_understanding.split())})
-        content.append({"type": "text", "text": self.instructions[task]})
+        if frame_boundaries is not None:
+            content.append({"type": "frame_boundaries", "frame_boundaries": spans})
+        content.append({"type": "text", "text": instruction})
         messages = [{"role": "user", "content": content}]
         if answer is not None:
             messages.append({"role": "assistant", "content": answer})
@@ -603,6 +653,9 @@ class M2MVProcessor(ProcessorMixin):
 
     def build_prompt(self, task: str = "mv_description", **conditioning) -> str:
         """The generation prompt (ends with ``### Assistant:``) for one example."""
+        if conditioning.get("frame_boundaries") is not None and "frame_boundaries" not in (self.chat_template or ""):
+            raise ValueError("this processor's chat template does not render frame_boundaries (it predates them); "
+                             "re-save the checkpoint's processor with the current CHAT_TEMPLATE")
         return self.apply_chat_template(self.build_messages(task, **conditioning), add_generation_prompt=True)
 
     def build_answer(self, answer: str) -> str:
@@ -715,9 +768,11 @@ __all__ = [
     "MVDescription",
     "MVFrame",
     "clip_sample_ranges",
+    "format_frame_span",
     "format_mv_description",
     "frame_boundaries",
     "load_audio",
     "parse_mv_description",
     "resample",
+    "validate_frame_boundaries",
 ]

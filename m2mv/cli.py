@@ -2,8 +2,15 @@
 
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
                   [--mv-type "Live Performance"] [--lyrics lyrics_understanding.txt] [--json] [--greedy]
+                  [--align fixed|beats] [--out results.jsonl]
     m2mv benchmark --model DIR --dataset DIR [--split test] [--ablation]   (see m2mv/benchmark.py)
     m2mv demo [--quick]                                                   (see m2mv/demo.py)
+
+``--align beats`` snaps the frames to beats found by librosa's beat tracker (whole beats, about 2 s a frame) and
+lists them in the prompt; the result reports whether the generated frames match them (the paper's model was
+trained on fixed 2-s frames only). ``--out`` appends one JSON line per file as it finishes; a rerun with the same
+``--out`` and settings skips the files already described (failed ones are retried). A progress bar runs on
+stderr when several files are described.
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
 ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
@@ -13,11 +20,16 @@ depend on the music yet. Train it (``train_sft.py``) or convert real ImageBind w
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import sys
+from itertools import zip_longest
 from pathlib import Path
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"}
+ALIGN_MODES = ("fixed", "beats")
+BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision
 
 
 def remote_code_hash() -> str:
@@ -67,32 +79,131 @@ def describe(
     lyrics_understanding: str | None = None,
     greedy: bool = False,
     max_new_tokens: int | None = None,
+    align: str = "fixed",
+    out: str | Path | None = None,
 ) -> list[dict]:
-    """Describe each audio file; returns one dict per file: ``file``, ``text``, ``parsed`` or ``error``."""
-    import torch
+    """Describe each audio file; returns one dict per file: ``file``, ``text``, ``parsed`` or ``error``.
+
+    ``align="beats"``: beat-aligned frames listed in the prompt; the dict adds ``align``, ``boundaries``,
+    ``beat_times`` and ``frames_match_boundaries`` (a mismatch is also one of ``parsed["problems"]``).
+    ``out``: a JSONL file that gets one line per file as it finishes (with the settings used); files already
+    described there with the same settings are skipped and come back as ``{"file", "skipped": True}``.
+    """
+    from tqdm import tqdm
     from transformers import AutoModel, AutoProcessor
 
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    if align == "beats":
+        try:
+            import librosa  # noqa: F401
+        except ImportError as err:
+            raise ValueError("--align beats needs librosa: pip install 'm2mv[data]'") from err
     model_dir = model_dir or demo_checkpoint()
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    prompt = processor.build_prompt(genre_tags=genre_tags, mv_type=mv_type,
-                                    lyrics_understanding=lyrics_understanding)
-    results = []
-    for path in audio_paths:
-        try:
-            inputs = processor(text=[prompt], audio=[str(path)])
-        except ValueError as err:  # unreadable / empty / bad audio: one clear line, the batch goes on
-            results.append({"file": str(path), "error": str(err)})
-            continue
-        kwargs = {"do_sample": False} if greedy else {}
-        if max_new_tokens:
-            kwargs["max_new_tokens"] = max_new_tokens
-        with torch.no_grad():
-            out = model.generate(**inputs, tokenizer=processor.tokenizer, **kwargs)
-        text = processor.decode_answers(out, inputs["input_ids"].shape[1])[0]
-        parsed = processor.post_process_mv_description([text])[0]
-        results.append({"file": str(path), "text": text, "parsed": parsed.to_dict()})
+    if align == "beats" and "frame_boundaries" not in inspect.signature(processor.build_messages).parameters:
+        raise ValueError(f"{model_dir}: this checkpoint's processor code predates frame boundaries; "
+                         "use --align fixed or re-save it with the current processing_m2mv.py")
+    conditioning = {"genre_tags": genre_tags, "mv_type": mv_type, "lyrics_understanding": lyrics_understanding}
+    prompt = processor.build_prompt(**conditioning)  # validates the conditioning once, before any audio
+    settings = json.loads(json.dumps({
+        "model": str(Path(model_dir).resolve()) if Path(model_dir).exists() else str(model_dir),  # or a Hub id
+        "align": align, "genre_tags": genre_tags,
+        "mv_type": processor.canonical_mv_type(mv_type) if mv_type is not None else None,
+        "lyrics_understanding": lyrics_understanding, "greedy": greedy, "max_new_tokens": max_new_tokens,
+    }))
+    paths = [Path(p) for p in audio_paths]
+    done = completed_files(Path(out), settings) if out else set()
+    results: list[dict | None] = [{"file": str(p), "skipped": True} if str(p.resolve()) in done else None
+                                  for p in paths]
+    todo = [i for i, result in enumerate(results) if result is None]
+    if len(todo) < len(paths):
+        print(f"skipping {len(paths) - len(todo)} file(s) already described in {out}", file=sys.stderr)
+    generate_kwargs = {"do_sample": False} if greedy else {}
+    if max_new_tokens:
+        generate_kwargs["max_new_tokens"] = max_new_tokens
+    with open(out, "a", encoding="utf-8") if out else contextlib.nullcontext() as sink:
+        for index in tqdm(todo, desc="describing", unit="file", file=sys.stderr, disable=len(todo) < 2):
+            results[index] = result = _describe_one(model, processor, paths[index], prompt, conditioning, align,
+                                                    generate_kwargs)
+            if sink is not None:
+                sink.write(json.dumps({**result, "file": str(paths[index].resolve()), "settings": settings},
+                                      ensure_ascii=False) + "\n")
+                sink.flush()
     return results
+
+
+def _describe_one(model, processor, path: Path, prompt: str, conditioning: dict, align: str,
+                  generate_kwargs: dict) -> dict:
+    """One file -> its result dict (``error`` for bad audio or, with beats, a beatless file)."""
+    import torch
+
+    result: dict = {"file": str(path)}
+    boundaries = None
+    try:
+        if align == "beats":
+            from m2mv.beats import beat_frame_boundaries
+            from processing_m2mv import load_audio
+
+            waveform, rate = load_audio(path)  # read again by the processor below, so its errors name the file
+            boundaries, beat_times = beat_frame_boundaries(waveform, rate, name=str(path))
+            prompt = processor.build_prompt(frame_boundaries=boundaries, **conditioning)
+            result.update(align="beats", boundaries=[list(b) for b in boundaries], beat_times=beat_times)
+        inputs = processor(text=[prompt], audio=[str(path)])
+    except ValueError as err:  # unreadable / empty / bad audio, no beats: one clear line, the batch goes on
+        return {"file": str(path), "error": str(err)}
+    with torch.no_grad():
+        generated = model.generate(**inputs, tokenizer=processor.tokenizer, **generate_kwargs)
+    text = processor.decode_answers(generated, inputs["input_ids"].shape[1])[0]
+    parsed = processor.post_process_mv_description([text])[0]
+    if boundaries is not None:
+        problem = boundary_problem([(f.start, f.end) for f in parsed.frames], boundaries)
+        result["frames_match_boundaries"] = problem is None
+        if problem:
+            parsed.problems.append(problem)
+    result.update(text=text, parsed=parsed.to_dict())
+    return result
+
+
+def boundary_problem(frames: list[tuple[float, float]], boundaries: list[tuple[float, float]]) -> str | None:
+    """None when the generated ``frames`` are the requested ``boundaries`` (to 10 ms), else what differs."""
+    from processing_m2mv import format_frame_span
+
+    for number, (want, got) in enumerate(zip_longest(boundaries, frames), start=1):
+        if want is None or got is None or max(abs(want[0] - got[0]), abs(want[1] - got[1])) > BOUNDARY_TOLERANCE_S:
+            requested = format_frame_span(*want) if want is not None else "no frame"
+            generated = format_frame_span(*got) if got is not None else "nothing"
+            return (f"the {len(frames)} generated frames do not match the {len(boundaries)} requested boundaries: "
+                    f"frame {number} is {generated}, requested {requested}")
+    return None
+
+
+def completed_files(out: Path, settings: dict) -> set[str]:
+    """Resolved paths that ``out`` (JSONL) holds a successful result for, made with ``settings``.
+
+    A half-written last line (no newline: the run was killed mid-write) is cut off, so appends start clean;
+    other lines that are not JSON objects are skipped with a warning.
+    """
+    if not out.is_file():
+        return set()
+    data = out.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        print(f"warning: {out}: dropping a half-written last line ({len(data) - len(complete)} bytes)",
+              file=sys.stderr)
+        with open(out, "r+b") as handle:
+            handle.truncate(len(complete))
+    done = set()
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), start=1):
+        try:
+            row = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError:
+            print(f"warning: {out}: line {number} is not JSON; ignored", file=sys.stderr)
+            continue
+        if isinstance(row, dict) and "file" in row and "error" not in row and row.get("settings") == settings:
+            done.add(row["file"])
+    return done
 
 
 def _describe_main(args: argparse.Namespace) -> int:
@@ -101,16 +212,26 @@ def _describe_main(args: argparse.Namespace) -> int:
     if not files:
         print("error: no audio files found in the given inputs", file=sys.stderr)
         return 2
-    results = describe(files, args.model, args.genre, args.mv_type, lyrics, args.greedy, args.max_new_tokens)
-    failed = 0
+    results = describe(files, args.model, args.genre, args.mv_type, lyrics, args.greedy, args.max_new_tokens,
+                       align=args.align, out=args.out)
+    failed = written = 0
     for result in results:
+        if result.get("skipped"):
+            continue
         if "error" in result:
             failed += 1
             print(f"error: {result['error']}", file=sys.stderr)
+        elif args.out:
+            written += 1
         elif args.json:
-            print(json.dumps({"file": result["file"], **result["parsed"]}, ensure_ascii=False))
+            beats = {key: result[key] for key in ("align", "boundaries", "beat_times", "frames_match_boundaries")
+                     if key in result}
+            print(json.dumps({"file": result["file"], **beats, **result["parsed"]}, ensure_ascii=False))
         else:
             print(f"== {result['file']}\n{result['text']}\n")
+    if args.out:
+        print(f"wrote {written} description(s) to {args.out}" + (f", {failed} failed" if failed else ""),
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -127,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     desc.add_argument("--json", action="store_true", help="print the parsed overview + frames as JSON lines")
     desc.add_argument("--greedy", action="store_true", help="greedy decoding instead of the paper's sampling")
     desc.add_argument("--max-new-tokens", type=int, help="override the checkpoint's 512")
+    desc.add_argument("--align", choices=ALIGN_MODES, default="fixed",
+                      help="frame boundaries: fixed 2-s steps (default) or snapped to detected beats")
+    desc.add_argument("--out", metavar="FILE.jsonl",
+                      help="append one JSON line per file as it finishes; a rerun skips the files done")
     from m2mv import benchmark
 
     bench = commands.add_parser("benchmark", help="generate over a dataset split, score it, print a table")
