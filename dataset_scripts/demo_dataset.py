@@ -72,9 +72,9 @@ def mv_type_for(genre: str, bpm: float | None) -> str:
 
 
 SHOT_BY_LEVEL = {
-    "quiet": "a still, wide shot lingers in soft light",
-    "medium": "the camera glides slowly through the scene",
-    "loud": "quick cuts and a moving camera follow the action",
+    "quiet": "a still, wide shot in soft light",
+    "medium": "the camera glides slowly",
+    "loud": "quick cuts and a moving camera",
 }
 LIGHT_BY_BRIGHTNESS = {"dark": "deep shadows", "warm": "warm amber light", "bright": "bright daylight colours",
                        "glassy": "sharp white highlights"}
@@ -116,7 +116,7 @@ def render_description(record: dict, mv_type: str) -> str:
         light = LIGHT_BY_BRIGHTNESS[brightness_word(centroid[min(index, len(centroid) - 1)])]
         on_beat = int(((beats >= start) & (beats < end)).sum())
         cut = f", {on_beat} cuts on the beat" if on_beat >= 3 and level == "loud" else ""
-        frames.append((start, end, f"{SHOT_BY_LEVEL[level].capitalize()}; {light} on {setting}{cut}."))
+        frames.append((start, end, f"{SHOT_BY_LEVEL[level].capitalize()}; {light}{cut}."))  # setting: overview
     return format_mv_description(overview, frames)
 
 

@@ -35,3 +35,33 @@ def test_gpu_checks_refuse_to_run_without_a_gpu(tmp_path, capsys, monkeypatch):
     assert load_script("gpu_checks").main(["--out", str(tmp_path / "r.json")]) == 2
     assert "no GPU" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_encoder_probe_separates_clusters_and_not_random_labels():
+    import numpy as np
+
+    probe = load_script("encoder_probe").probe
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 3
+    labels = [f"class{i % 3}" for i in range(90)]
+    x = np.stack([centres[i % 3] + rng.normal(size=16) for i in range(90)])
+    assert probe(x[:60], labels[:60], x[60:], labels[60:])["accuracy"] == 1.0
+    noise = rng.normal(size=(400, 16))  # labels unrelated to the features: about chance (1/3)
+    random_labels = [f"class{v}" for v in rng.integers(0, 3, size=400)]
+    assert probe(noise[:300], random_labels[:300], noise[300:], random_labels[300:])["accuracy"] < 0.5
+
+
+def test_encoder_probe_runs_on_a_dataset(tiny_checkpoint, tmp_path):
+    import json
+
+    from m2mv import training
+
+    data = training.write_toy_dataset(tmp_path / "toy", n_train=12, n_eval=6, seconds=3.0)
+    out = tmp_path / "probe.json"
+    assert load_script("encoder_probe").main(["--model", str(tiny_checkpoint), "--dataset", str(data),
+                                              "--label", "mv_type", "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["train_songs"], report["held_out_songs"]) == (12, 6)
+    for name in ("encoder_embeddings", "mean_log_mel_spectrum"):
+        assert 0.0 <= report[name]["accuracy"] <= 1.0
+    assert list((data / "embeddings").glob("*.parquet"))  # computed once, beside the dataset

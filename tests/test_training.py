@@ -537,18 +537,25 @@ def eval_losses(folder):
     return results["initial_eval_loss"], results["final_eval_loss"]
 
 
-@pytest.mark.slow
-def test_each_stage_lowers_held_out_loss_and_real_audio_beats_zeroed_audio(learning_setup):
-    root, data, checkpoint = learning_setup
+def two_stages_real_and_zeroed_audio(root, data, checkpoint, stage1_epochs, stage2_epochs, stage2_extra=()):
+    """Stage 1 then stage 2 on the tiny configs, once with the audio and once with it zeroed: held-out losses."""
     figures = {}
     for audio in ("real", "zero"):
         flag = ["--zero_audio", "true"] if audio == "zero" else []
         s1, s2 = root / f"s1-{audio}", root / f"s2-{audio}"
         run("--config", TINY1, "--model_name_or_path", checkpoint, "--dataset_path", data, "--output_dir", s1,
-            "--num_train_epochs", 15, "--eval_strategy", "epoch", "--eval_on_start", "true", *flag)
+            "--num_train_epochs", stage1_epochs, "--eval_strategy", "epoch", "--eval_on_start", "true", *flag)
         run("--config", TINY2, "--model_name_or_path", s1, "--dataset_path", data, "--output_dir", s2,
-            "--num_train_epochs", 6, "--eval_strategy", "epoch", "--eval_on_start", "true", *flag)
+            "--num_train_epochs", stage2_epochs, "--eval_strategy", "epoch", "--eval_on_start", "true",
+            *stage2_extra, *flag)
         figures[audio] = {"stage1": eval_losses(s1), "stage2": eval_losses(s2)}
+    return figures
+
+
+@pytest.mark.slow
+def test_each_stage_lowers_held_out_loss_and_real_audio_beats_zeroed_audio(learning_setup):
+    root, data, checkpoint = learning_setup
+    figures = two_stages_real_and_zeroed_audio(root, data, checkpoint, stage1_epochs=15, stage2_epochs=6)
     print("held-out losses (before, after):", json.dumps(figures))
     for stage in ("stage1", "stage2"):
         before, after = figures["real"][stage]
@@ -558,3 +565,29 @@ def test_each_stage_lowers_held_out_loss_and_real_audio_beats_zeroed_audio(learn
     # gave the same ordering (stage 2: 0.025 vs 0.029, 0.024 vs 0.030).
     assert figures["real"]["stage1"][1] < 0.9 * figures["zero"]["stage1"][1], figures
     assert figures["real"]["stage2"][1] < 0.95 * figures["zero"]["stage2"][1], figures
+
+
+@pytest.mark.slow
+def test_each_stage_lowers_held_out_loss_on_the_demo_corpus(tmp_path):
+    """The real demo corpus (real music, synthetic texts), a tiny model: both stages lower the held-out loss.
+
+    Real vs zeroed audio is measured and printed, not asserted: with a random encoder and a few songs the audio
+    does not help on held-out songs (docs/training.md, benchmarks/encoder_probe.py); the audio-use proof is the
+    toy data's, above.
+    """
+    from dataset_scripts.demo_corpus import build_demo_corpus
+    from dataset_scripts.demo_dataset import build_demo_dataset
+
+    manifest = build_demo_corpus(tmp_path / "corpus", subset="small", progress=False)  # cached under ~/.cache/m2mv
+    data = tmp_path / "dataset"
+    build_demo_dataset(manifest.parent, data, ratios=(0.6, 0.2, 0.2), progress=False)
+    checkpoint = training.build_text_pretrained_tiny_checkpoint(tmp_path / "m2mv-tiny-textlm", data, steps=120)
+    training.precompute_audio_embeds(checkpoint, data)
+    figures = two_stages_real_and_zeroed_audio(tmp_path, data, checkpoint, stage1_epochs=10, stage2_epochs=4,
+                                               stage2_extra=["--max_length", 640])
+    print("demo corpus, held-out losses (before, after):", json.dumps(figures))
+    # Measured: stage 1 0.646 -> 0.623 (the text-pretrained LM already knows the captions' language; what is left
+    # depends on the music, which the random encoder barely carries), stage 2 0.187 -> 0.171.
+    # Zeroed audio: stage 1 -> 0.610, stage 2 -> 0.172.
+    assert figures["real"]["stage1"][1] < 0.98 * figures["real"]["stage1"][0], figures
+    assert figures["real"]["stage2"][1] < 0.95 * figures["real"]["stage2"][0], figures
