@@ -5,12 +5,15 @@
 The audio is real; every text column is SYNTHETIC, rendered by the rules below from measurements of the audio
 itself (tempo and beats, loudness per 2-s window, brightness = spectral centroid, key and mode) and the source
 package's genre, so that a model can really learn something from the audio. The card says so, column by column.
+About half of the MV descriptions (chosen by a hash of the clip id) are written on beat-aligned frames
+(:func:`m2mv.beats.group_beats` of the clip's beats), the others on fixed 2-s frames.
 This is not Music4All.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -27,9 +30,10 @@ from dataset_scripts.hf_dataset import (
     write_card,
     write_configs,
 )
+from m2mv.beats import beats_within, group_beats
 from m2mv.schema import CAPTIONING, MV_DESCRIPTION
 from m2mv.taxonomy import load_mv_types
-from processing_m2mv import format_mv_description, frame_boundaries
+from processing_m2mv import FRAME_STEP_SECONDS, format_mv_description, frame_boundaries
 
 # -- rules: audio measurements -> words ---------------------------------------------------------------------------
 
@@ -100,8 +104,31 @@ def render_caption(record: dict) -> str:
             f"{brightness_word(a['centroid_mean_hz'])} in tone and {dynamics_word(a['loudness_dbfs'])} in loudness.")
 
 
+def uses_beat_frames(record: dict) -> bool:
+    """Whether a clip's description is written on beat-aligned frames: every second clip, chosen by the parity of
+    sha256(clip id) (stable across runs and machines), and only when it has at least 2 beats inside the clip."""
+    chosen = hashlib.sha256(record["clip_id"].encode("utf-8")).digest()[0] % 2 == 1
+    beats = record["analysis"].get("beat_times_s") or []
+    return chosen and len(beats_within(beats, record["duration_s"])) >= 2
+
+
+def description_frames(record: dict) -> list[tuple[float, float]]:
+    """The frame spans of a clip's description: its beats grouped by :func:`m2mv.beats.group_beats` when
+    :func:`uses_beat_frames`, else the fixed 2-s frames."""
+    if uses_beat_frames(record):
+        return group_beats(record["analysis"]["beat_times_s"], record["duration_s"])
+    return frame_boundaries(record["duration_s"])
+
+
+def _window_index(start: float, end: float, window_s: float, count: int) -> int:
+    """The measurement window (``window_s`` long) that holds a frame's midpoint, clipped to the ``count`` windows."""
+    return min(int((start + end) / 2 // window_s), count - 1)
+
+
 def render_description(record: dict, mv_type: str) -> str:
-    """Stage-2 MV description (overview + 15 frames of 2 s) from the measurements (synthetic)."""
+    """Stage-2 MV description (overview + one line per frame: 2-s frames, or beat-aligned ones for the clips
+    :func:`uses_beat_frames` picks) from the measurements (synthetic). Each frame's shot and light come from the
+    loudness and centroid of the analysis window holding the frame's midpoint, its cuts from its own beats."""
     a = record["analysis"]
     loudness, centroid = a["loudness_dbfs"], a["centroid_hz"]
     quiet, loud = np.percentile(loudness, 33), np.percentile(loudness, 67)
@@ -110,10 +137,11 @@ def render_description(record: dict, mv_type: str) -> str:
                 f"{a['key']}: {setting}, in {LIGHT_BY_BRIGHTNESS[brightness_word(a['centroid_mean_hz'])]}, "
                 f"the energy {dynamics_word(loudness)}.")
     beats = np.asarray(a.get("beat_times_s") or [])
+    window_s = a.get("window_s", FRAME_STEP_SECONDS)
     frames = []
-    for index, (start, end) in enumerate(frame_boundaries(record["duration_s"])):
-        level = _level(loudness[min(index, len(loudness) - 1)], quiet, loud)
-        light = LIGHT_BY_BRIGHTNESS[brightness_word(centroid[min(index, len(centroid) - 1)])]
+    for start, end in description_frames(record):
+        level = _level(loudness[_window_index(start, end, window_s, len(loudness))], quiet, loud)
+        light = LIGHT_BY_BRIGHTNESS[brightness_word(centroid[_window_index(start, end, window_s, len(centroid))])]
         on_beat = int(((beats >= start) & (beats < end)).sum())
         cut = f", {on_beat} cuts on the beat" if on_beat >= 3 and level == "loud" else ""
         frames.append((start, end, f"{SHOT_BY_LEVEL[level].capitalize()}; {light}{cut}."))  # setting: overview
@@ -162,6 +190,7 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
     report = write_configs(out_dir, {CAPTIONING: caption_rows, MV_DESCRIPTION: mv_rows}, split_by, ratios, seed,
                            sum(r["duration_s"] for r in records), progress=progress)
     packages = sorted({f"{r['source_package']} {r['source_version']} ({r['licence']})" for r in records})
+    on_beats = sum(uses_beat_frames(r) for r in records)
     card = dataset_card(
         pretty_name="m2mv demo corpus (real music, synthetic descriptions)",
         counts=report.counts,
@@ -173,13 +202,19 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
                    "TimGM6mb) and tracker modules (openmpt123), cut 30-s clips and measured tempo/beats, loudness "
                    "per 2-s window, spectral centroid and key; `python -m dataset_scripts.demo_dataset` rendered "
                    "the captions, MV types and descriptions from those measurements with fixed rules "
-                   "(dataset_scripts/demo_dataset.py)."),
+                   "(dataset_scripts/demo_dataset.py). About half of the descriptions "
+                   f"({on_beats} of {len(records)}: the clips with an odd first byte of sha256(clip id) and at "
+                   "least 2 beats) use beat-aligned frames: the clip's measured beats grouped into frames of whole "
+                   "beats of about 2 s (m2mv/beats.py `group_beats`, the rule of `m2mv describe --align beats`); "
+                   "the others use fixed 2-s frames. Each frame's text comes from the measurements of the 2-s "
+                   "window holding its midpoint."),
         column_status={"caption": "SYNTHETIC (rendered from audio measurements)",
                        "caption_source": "real (always 'rendered_from_tags' here)",
                        "genre_tags": "real (the source package's genre words, not per-track listening)",
                        "mv_type": "SYNTHETIC (rule: source genre and tempo)",
                        "lyrics_understanding": "empty (instrumental music)",
-                       "description": "SYNTHETIC (rendered from audio measurements)",
+                       "description": f"SYNTHETIC (rendered from audio measurements; {on_beats} of "
+                                      f"{len(records)} on beat-aligned frames, the rest on 2-s frames)",
                        "artist": "real where the package credits it, else the package name"},
         split_info=describe_splits(split_by, seed, ratios, song_key="clip id"),
         out_dir=out_dir,

