@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 ALIGN_MODES = ("fixed", "beats")  # frame boundaries: fixed 2-s steps, or beat-aligned (listed in the prompt)
+BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision: frame boundaries closer than this are the same
 
 
 class NoBeatsError(ValueError):

@@ -28,10 +28,9 @@ import sys
 from itertools import zip_longest
 from pathlib import Path
 
-from m2mv.beats import ALIGN_MODES
+from m2mv.beats import ALIGN_MODES, BOUNDARY_TOLERANCE_S
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"}
-BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision
 
 
 def remote_code_hash() -> str:

@@ -469,7 +469,7 @@ def precompute_audio_embeds(model_path: str | Path, dataset_path: str | Path) ->
 def target_frame_boundaries(description: str | None) -> list[tuple[float, float]] | None:
     """The frame spans of a target MV description when they are NOT the fixed 2-s grid over its length (the last
     frame's end), compared to the timestamps' 10-ms precision; None for fixed-grid or frameless targets."""
-    from m2mv.cli import BOUNDARY_TOLERANCE_S
+    from m2mv.beats import BOUNDARY_TOLERANCE_S
     from processing_m2mv import frame_boundaries, parse_mv_description
 
     frames = parse_mv_description(description).frames if isinstance(description, str) else []
