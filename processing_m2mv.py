@@ -486,6 +486,9 @@ def parse_mv_description(text: str, expected_duration: float | None = None) -> M
     lines = [line for line in text.splitlines() if line.strip()]
     for number, line in enumerate(lines, start=1):
         stripped = line.strip()
+        if stripped.startswith(FRAMES_HEADER) and stripped != FRAMES_HEADER and not frames:
+            stripped = stripped.removeprefix(FRAMES_HEADER).strip()  # "Frames: [00:00-00:02] ..." on one line
+            problems.append(f"line {number}: the first frame is on the {FRAMES_HEADER!r} line")
         match = _FRAME_LINE.match(stripped)
         if match:
             start = int(match.group(1)) * 60 + float(match.group(2))

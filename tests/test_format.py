@@ -75,6 +75,13 @@ def test_malformed_text_is_reported(text, problem):
     assert any(problem in p for p in parsed.problems), parsed.problems
 
 
+def test_a_first_frame_on_the_header_line_is_kept_and_reported():
+    parsed = parse_mv_description("Overview: A band plays.\nFrames: [00:00-00:02] a\n[00:02-00:04] b")
+    assert parsed.overview == "A band plays."
+    assert [(f.start, f.end, f.text) for f in parsed.frames] == [(0, 2, "a"), (2, 4, "b")]
+    assert parsed.problems == ["line 2: the first frame is on the 'Frames:' line"]
+
+
 @pytest.mark.parametrize("bad", [("", _frames(1)), ("o", [MVFrame(0, 2, "  ")]), ("o", [MVFrame(2, 2, "x")])])
 def test_formatter_refuses_empty_or_inverted_parts(bad):
     with pytest.raises(ValueError):
