@@ -15,6 +15,26 @@ ALIGN_MODES = ("fixed", "beats")  # frame boundaries: fixed 2-s steps, or beat-a
 BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision: frame boundaries closer than this are the same
 
 
+def check_align(align: str) -> None:
+    """``align`` is a known mode; ``beats`` needs librosa (checked before any model loads). ValueError otherwise."""
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if align == "beats":
+        try:
+            import librosa  # noqa: F401
+        except ImportError as err:
+            raise ValueError("--align beats needs librosa: pip install 'm2mv[data]'") from err
+
+
+def check_processor_lists_frames(processor, model_dir) -> None:
+    """The checkpoint's processor can list frames in the prompt (its remote code may predate them)."""
+    try:
+        processor.build_prompt(frame_boundaries=[(0.0, 2.0)])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{model_dir}: this checkpoint's processor cannot list frames in the prompt ({err}); "
+                         "use --align fixed or re-save it with the current processing_m2mv.py") from err
+
+
 class NoBeatsError(ValueError):
     """Fewer than 2 beats found (or beat tracking failed): no beat-aligned frames. ``reason`` names the audio;
     the message adds the hint to use fixed frames."""

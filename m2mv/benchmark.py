@@ -30,7 +30,6 @@ model-card entries labelled "beat-aligned frames" (``metric_config`` ``<conditio
 
 from __future__ import annotations
 
-from m2mv.fileio import atomic_write_text
 import argparse
 import hashlib
 import json
@@ -41,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from m2mv.beats import ALIGN_MODES
+from m2mv.beats import ALIGN_MODES, check_align, check_processor_lists_frames
+from m2mv.fileio import atomic_write_text
 from m2mv.schema import CONDITIONING_COLUMNS, MV_DESCRIPTION, TARGET_COLUMN, missing_columns
 
 METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "m2mv_mv_description"
@@ -558,26 +558,6 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_align(align: str) -> None:
-    """A known alignment; ``beats`` needs librosa (checked before any model loads)."""
-    if align not in ALIGN_MODES:
-        raise BenchmarkError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
-    if align == "beats":
-        try:
-            import librosa  # noqa: F401
-        except ImportError as err:
-            raise BenchmarkError("--align beats needs librosa: pip install 'm2mv[data]'") from err
-
-
-def _check_processor_lists_frames(processor, model_dir: Path) -> None:
-    """The checkpoint's processor can list frames in the prompt (its remote code may predate them)."""
-    try:
-        processor.build_prompt(frame_boundaries=[(0.0, 2.0)])
-    except (TypeError, ValueError) as err:
-        raise BenchmarkError(f"{model_dir}: this checkpoint's processor cannot list frames in the prompt ({err}); "
-                             "use --align fixed or re-save it with the current processing_m2mv.py") from err
-
-
 def _report_rows(records: dict[int, dict], rows: int, key: str, result: BenchmarkResult, log) -> None:
     """Count (into ``result``) and log the rows that failed and those that fell back to fixed frames."""
     errors = [records[i]["error"] for i in range(rows) if "error" in records.get(i, {})]
@@ -639,7 +619,10 @@ def run_benchmark(
         raise BenchmarkError(f"unknown condition(s) {', '.join(unknown)}; known: {', '.join(ABLATION)}")
     if batch_size < 1:
         raise BenchmarkError(f"batch_size must be at least 1, got {batch_size}")
-    _check_align(align)
+    try:
+        check_align(align)
+    except ValueError as err:
+        raise BenchmarkError(str(err)) from err
     if bertscore_model == "auto":
         bertscore_model = default_bertscore_model()
         if bertscore_model is None:
@@ -657,7 +640,10 @@ def run_benchmark(
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     if align == "beats":
-        _check_processor_lists_frames(processor, model_dir)
+        try:
+            check_processor_lists_frames(processor, model_dir)
+        except ValueError as err:
+            raise BenchmarkError(str(err)) from err
     gen_kwargs: dict = {}
     if greedy:
         gen_kwargs["do_sample"] = False

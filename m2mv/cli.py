@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import sys
 from itertools import zip_longest
 from pathlib import Path
 
-from m2mv.beats import ALIGN_MODES, BOUNDARY_TOLERANCE_S
+from m2mv.beats import ALIGN_MODES, BOUNDARY_TOLERANCE_S, check_align, check_processor_lists_frames
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif"}
 
@@ -93,19 +92,12 @@ def describe(
     from tqdm import tqdm
     from transformers import AutoModel, AutoProcessor
 
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
-    if align == "beats":
-        try:
-            import librosa  # noqa: F401
-        except ImportError as err:
-            raise ValueError("--align beats needs librosa: pip install 'm2mv[data]'") from err
+    check_align(align)
     model_dir = model_dir or demo_checkpoint()
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    if align == "beats" and "frame_boundaries" not in inspect.signature(processor.build_messages).parameters:
-        raise ValueError(f"{model_dir}: this checkpoint's processor code predates frame boundaries; "
-                         "use --align fixed or re-save it with the current processing_m2mv.py")
+    if align == "beats":
+        check_processor_lists_frames(processor, model_dir)
     conditioning = {"genre_tags": genre_tags, "mv_type": mv_type, "lyrics_understanding": lyrics_understanding}
     prompt = processor.build_prompt(**conditioning)  # validates the conditioning once, before any audio
     settings = json.loads(json.dumps({
