@@ -92,8 +92,6 @@ class M2MVConfig(PreTrainedConfig):
         audio_token_id: id of the audio placeholder token that the processor expands and the model fills.
         num_audio_tokens: 1 = the mean of the clip embeddings as one LM token (NExT-GPT, the paper);
             ``clips_per_audio`` = one LM token per 2-s clip.
-        use_genre_tags, use_mv_type, use_lyrics_understanding: default conditioning switches (the paper's
-            ablation turns each on or off); the processor reads them when building prompts.
         projector_bias: whether the adaptor ``Linear(output_dim, hidden_size)`` has a bias (NExT-GPT's has).
         freeze_audio_encoder: keep the encoder frozen (``requires_grad=False``) after loading.
         tie_word_embeddings: follows ``text_config.tie_word_embeddings`` (SmolLM2 ties, Vicuna does not).
@@ -110,14 +108,16 @@ class M2MVConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     audio_token_id: int = 32000
     num_audio_tokens: int = 1
-    use_genre_tags: bool = True
-    use_mv_type: bool = True
-    use_lyrics_understanding: bool = True
     projector_bias: bool = True
     freeze_audio_encoder: bool = True
     tie_word_embeddings: bool = False
 
+    # Read by nothing (prompt conditioning is chosen per call); dropped when a config.json written before has them.
+    _removed_keys: ClassVar[tuple[str, ...]] = ("use_genre_tags", "use_mv_type", "use_lyrics_understanding")
+
     def __post_init__(self, **kwargs):
+        for key in self._removed_keys:
+            kwargs.pop(key, None)
         super().__post_init__(**kwargs)
         # The LM head shares the input embeddings exactly when the language model's own config says so.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))

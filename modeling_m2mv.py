@@ -8,6 +8,8 @@ generation step only; later steps read the KV cache.
 This file travels with every checkpoint as remote code (``trust_remote_code=True``).
 """
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,11 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, torch_compilable_check
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.output_capturing import capture_outputs
 
 try:  # loaded as remote code from a checkpoint folder (a package)
     from .configuration_m2mv import M2MVAudioConfig, M2MVConfig
@@ -75,17 +82,39 @@ class M2MVAudioEmbeddings(nn.Module):
         return torch.cat([cls, patches], dim=1) + self.position_embedding
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
 class M2MVAudioAttention(nn.Module):
     """Multi-head self-attention with learned key/value bias tokens (``nn.MultiheadAttention(add_bias_kv=True)``).
 
     The bias tokens are one extra key and one extra value appended to every sequence; they are easy to miss and
-    change every output. Runs on ``F.scaled_dot_product_attention``.
+    change every output. The attention itself runs on ``config._attn_implementation`` (eager, SDPA, ...).
     """
 
     def __init__(self, config: M2MVAudioConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -93,19 +122,24 @@ class M2MVAudioAttention(nn.Module):
         self.value_bias_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = states.shape
-        return states.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+    def forward(
+        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        hidden_shape = (batch, -1, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = torch.cat([self.k_proj(hidden_states), self.key_bias_token.expand(batch, -1, -1)], dim=1)
+        value = torch.cat([self.v_proj(hidden_states), self.value_bias_token.expand(batch, -1, -1)], dim=1)
+        key, value = key.view(hidden_shape).transpose(1, 2), value.view(hidden_shape).transpose(1, 2)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch = hidden_states.shape[0]
-        keys = torch.cat([self.k_proj(hidden_states), self.key_bias_token.expand(batch, -1, -1)], dim=1)
-        values = torch.cat([self.v_proj(hidden_states), self.value_bias_token.expand(batch, -1, -1)], dim=1)
-        attended = F.scaled_dot_product_attention(
-            self._split_heads(self.q_proj(hidden_states)), self._split_heads(keys), self._split_heads(values)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
         )
-        attended = attended.transpose(1, 2).reshape(hidden_states.shape)
-        return self.out_proj(attended)
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask=None, dropout=0.0, scaling=self.scaling, **kwargs
+        )
+        attn_output = attn_output.reshape(batch, length, -1).contiguous()
+        return self.out_proj(attn_output), attn_weights
 
 
 class M2MVAudioMLP(nn.Module):
@@ -140,8 +174,8 @@ class M2MVAudioEncoderLayer(GradientCheckpointingLayer):
         self.mlp = M2MVAudioMLP(config)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        attended = self.self_attn(self.layer_norm1(hidden_states))
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        attended, _ = self.self_attn(self.layer_norm1(hidden_states), **kwargs)
         hidden_states = hidden_states + drop_path(attended, self.drop_path_rate, self.training)
         transformed = self.mlp(self.layer_norm2(hidden_states))
         return hidden_states + drop_path(transformed, self.drop_path_rate, self.training)
@@ -165,7 +199,9 @@ class M2MVAudioEncoder(PreTrainedModel):
     """ImageBind's audio branch: (batch, clips, mel, frames) spectrograms -> (batch, clips, output_dim) embeddings.
 
     The per-clip embeddings are returned as ``pooler_output``; averaging them over the clips gives ImageBind's
-    own audio embedding (what NExT-GPT feeds its adaptor).
+    own audio embedding (what NExT-GPT feeds its adaptor). ``last_hidden_state`` is (batch, clips, patches + 1,
+    hidden); each clip is encoded on its own, so ``hidden_states`` and ``attentions`` (on request) are per layer
+    over the batch * clips sequences.
     """
 
     config: M2MVAudioConfig
@@ -174,6 +210,10 @@ class M2MVAudioEncoder(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["M2MVAudioEncoderLayer"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": M2MVAudioEncoderLayer, "attentions": M2MVAudioAttention}
 
     def __init__(self, config: M2MVAudioConfig):
         super().__init__(config)
@@ -202,7 +242,11 @@ class M2MVAudioEncoder(PreTrainedModel):
             init.trunc_normal_(module.key_bias_token, std=std)
             init.trunc_normal_(module.value_bias_token, std=std)
 
-    def forward(self, input_features: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+    # `last_hidden_state` is batch-first (batch, clips, ...), the captured layer outputs are per clip: keep both as is.
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self, input_features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple | BaseModelOutputWithPooling:
         """Encode ``input_features`` (batch, clips, mel, frames) into per-clip embeddings (batch, clips, out)."""
         expected = (self.config.num_mel_bins, self.config.target_length)
         if input_features.ndim != 4 or tuple(input_features.shape[-2:]) != expected:
@@ -214,9 +258,12 @@ class M2MVAudioEncoder(PreTrainedModel):
         spectrograms = input_features.reshape(batch * clips, 1, *expected).to(self.embeddings.position_embedding.dtype)
         hidden_states = self.embeddings(spectrograms)
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states, **kwargs)
         clip_embeddings = self.head(hidden_states).reshape(batch, clips, -1)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=clip_embeddings)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states.reshape(batch, clips, *hidden_states.shape[1:]),
+            pooler_output=clip_embeddings,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -244,24 +291,39 @@ class M2MVPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["M2MVAudioEncoderLayer", "LlamaDecoderLayer"]
     _skip_keys_device_placement = ["cache"]
+    # Those of both parts (the audio tower's are in M2MVAudioEncoder; flex attention is not among them).
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # Weights of the task head only: a base-model checkpoint has none (they are initialised, as transformers does
+    # when a base checkpoint is loaded into a head) and the base model drops a head checkpoint's.
+    _head_weights = ("lm_head.",)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None, *args, strict: bool = True, **kwargs
+    ) -> "M2MVPreTrainedModel | tuple[M2MVPreTrainedModel, dict]":
         """``PreTrainedModel.from_pretrained`` that, with ``strict=True`` (the default), refuses a checkpoint whose
         weights do not match the config (missing, unexpected or mis-shaped keys) instead of silently
-        initialising them at random."""
+        initialising them at random.
+
+        As in transformers, the task head may be absent (a base-model checkpoint loaded into
+        :class:`M2MVForConditionalGeneration`) or extra (a full checkpoint loaded into :class:`M2MVModel`), and a
+        tied ``lm_head`` is never stored. Without a checkpoint (``pretrained_model_name_or_path=None`` with a
+        ``state_dict``) nothing is refused.
+        """
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        head = cls._head_weights
         problems = {
-            kind: sorted(map(str, keys))
-            for kind, keys in info.items()
-            if kind in ("missing_keys", "unexpected_keys", "mismatched_keys") and keys
+            "missing keys": sorted(key for key in map(str, info["missing_keys"]) if not key.startswith(head)),
+            "unexpected keys": sorted(key for key in map(str, info["unexpected_keys"]) if not key.startswith(head)),
+            "mismatched keys": sorted(map(str, info["mismatched_keys"])),
         }
-        if strict and problems:
-            details = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+        problems = {kind: keys for kind, keys in problems.items() if keys}
+        if strict and problems and pretrained_model_name_or_path is not None:
+            details = "; ".join(f"{kind}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                                 for kind, keys in problems.items())
             raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint does not match its config ({details}). "
                              "Pass strict=False to load it anyway with those weights initialised at random.")
@@ -282,7 +344,7 @@ class M2MVModel(M2MVPreTrainedModel):
             self.audio_tower.requires_grad_(False)
         self.post_init()
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "M2MVModel":
         """Like ``nn.Module.train``, but a frozen audio encoder stays in eval mode (no drop-path noise)."""
         super().train(mode)
         if self.config.freeze_audio_encoder:
@@ -295,26 +357,36 @@ class M2MVModel(M2MVPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    @can_return_tuple
     def get_audio_features(
-        self, input_features: torch.Tensor | None = None, audio_embeds: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Audio -> LM input embeddings of shape (batch, num_audio_tokens, hidden).
+        self,
+        input_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        """Audio -> LM input embeddings, returned as ``pooler_output`` of shape (batch, num_audio_tokens, hidden).
 
         Args:
-            input_features: spectrograms (batch, clips, mel, frames) from the feature extractor.
-            audio_embeds: precomputed per-clip encoder embeddings (batch, clips, output_dim); skips the encoder.
+            input_features: spectrograms (batch, clips, mel, frames) from the feature extractor; the other fields
+                of the output are the audio tower's (``output_hidden_states``/``output_attentions`` go to it).
+            audio_embeds: precomputed per-clip encoder embeddings (batch, clips, output_dim); skips the encoder,
+                and the output then holds only ``pooler_output``.
         """
         if (input_features is None) == (audio_embeds is None):
             raise ValueError("get_audio_features needs exactly one of input_features or audio_embeds")
         if audio_embeds is None:
-            audio_embeds = self.audio_tower(input_features).pooler_output
+            audio_outputs = self.audio_tower(input_features, return_dict=True, **kwargs)
+            audio_embeds = audio_outputs.pooler_output
+        else:
+            audio_outputs = BaseModelOutputWithPooling()
         expected = (self.config.audio_config.clips_per_audio, self.config.audio_config.output_dim)
         if audio_embeds.ndim != 3 or tuple(audio_embeds.shape[1:]) != expected:
             raise ValueError(f"audio_embeds must have shape (batch, {expected[0]}, {expected[1]}), "
                              f"got {tuple(audio_embeds.shape)}")
         if self.config.num_audio_tokens == 1:
             audio_embeds = audio_embeds.mean(dim=1, keepdim=True)
-        return self.multi_modal_projector(audio_embeds)
+        audio_outputs.pooler_output = self.multi_modal_projector(audio_embeds)
+        return audio_outputs
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, audio_features: torch.Tensor
@@ -327,15 +399,17 @@ class M2MVModel(M2MVPreTrainedModel):
             mask = (inputs_embeds == placeholder).all(-1)
         else:
             mask = input_ids == self.config.audio_token_id
-        n_tokens, n_features = int(mask.sum()), audio_features.shape[0] * audio_features.shape[1]
-        if n_tokens != n_features:
-            raise ValueError(
-                f"Audio placeholder tokens and audio features do not match: {n_tokens} placeholder tokens in the "
-                f"input ids, {n_features} audio tokens from {audio_features.shape[0]} audio inputs x "
-                f"num_audio_tokens={self.config.num_audio_tokens}. Build the inputs with M2MVProcessor."
-            )
+        n_tokens, n_features = mask.sum(), audio_features.shape[0] * audio_features.shape[1]
+        torch_compilable_check(
+            n_tokens == n_features,
+            lambda: f"Audio placeholder tokens and audio features do not match: {int(n_tokens)} placeholder tokens in "
+            f"the input ids, {n_features} audio tokens from {audio_features.shape[0]} audio inputs x "
+            f"num_audio_tokens={self.config.num_audio_tokens}. Build the inputs with M2MVProcessor.",
+        )
         return mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -346,8 +420,8 @@ class M2MVModel(M2MVPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
-    ) -> M2MVModelOutputWithPast:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | M2MVModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -355,7 +429,7 @@ class M2MVModel(M2MVPreTrainedModel):
 
         audio_features = None
         if input_features is not None or audio_embeds is not None:
-            audio_features = self.get_audio_features(input_features, audio_embeds)
+            audio_features = self.get_audio_features(input_features, audio_embeds, return_dict=True).pooler_output
             audio_features = audio_features.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, audio_features)
@@ -366,6 +440,7 @@ class M2MVModel(M2MVPreTrainedModel):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         return M2MVModelOutputWithPast(
@@ -384,6 +459,7 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: M2MVConfig):
         super().__init__(config)
@@ -416,15 +492,20 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         return self.model.language_model
 
     def get_audio_features(
-        self, input_features: torch.Tensor | None = None, audio_embeds: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        input_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         """See :meth:`M2MVModel.get_audio_features`."""
-        return self.model.get_audio_features(input_features, audio_embeds)
+        return self.model.get_audio_features(input_features, audio_embeds, **kwargs)
 
     def set_audio_encoder_dtype(self, dtype: torch.dtype) -> None:
         """Run the (frozen) audio encoder in ``dtype`` (e.g. bfloat16) while the LM keeps its own dtype."""
         self.model.audio_tower.to(dtype)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -437,8 +518,8 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> M2MVCausalLMOutputWithPast:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | M2MVCausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             input_features=input_features,
@@ -448,14 +529,10 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        elif isinstance(logits_to_keep, torch.Tensor):
-            hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
 
         loss = None
         if labels is not None:
@@ -479,7 +556,7 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
         **kwargs,
-    ):
+    ) -> dict:
         """Pass the audio (features or precomputed embeddings) on the first step only; later steps use the cache."""
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, cache=cache, attention_mask=attention_mask, inputs_embeds=inputs_embeds,

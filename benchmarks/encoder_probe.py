@@ -66,23 +66,24 @@ def probe(x: np.ndarray, labels: list[str], x_test: np.ndarray, test_labels: lis
 def song_features(dataset: Path, model_dir: Path) -> tuple[dict, dict, dict]:
     """song id -> mean clip embedding, mean log-mel spectrum of the clips, and the mv_description row."""
     import torch
-    from transformers import AutoModel, AutoProcessor
 
-    from dataset_scripts.embeddings import compute_embeddings, embeddings_path, encoder_hash, load_embeddings
-    from m2mv import schema, training
+    from m2mv.checkpoints.loading import load_checkpoint
+    from m2mv.data.embeddings import compute_embeddings, embeddings_path, encoder_hash, load_embeddings
+    from m2mv.data.loading import load_split
+    from m2mv.data.schema import MV_DESCRIPTION
+    from m2mv.errors import DatasetError
 
     rows: dict[str, dict] = {}
     for split in ("train", "validation", "test"):
         try:
-            ds = training.load_split(dataset, schema.MV_DESCRIPTION, split)
-        except training.M2MVTrainingError:
+            ds = load_split(dataset, MV_DESCRIPTION, split)
+        except DatasetError:
             continue
         for row in ds:
             rows[row["song_id"]] = {**row, "split": split}
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model, processor = load_checkpoint(model_dir)
     if not embeddings_path(dataset, encoder_hash(model)).is_file():  # none yet for this encoder: compute them once
-        compute_embeddings(model_dir, dataset, progress=False)
+        compute_embeddings(model, processor, dataset, progress=False)
     stored = load_embeddings(dataset, model, rows)
     embeds = {song: stored[song].mean(0) for song in rows}
     spectra = {}
@@ -99,9 +100,9 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="genre", choices=("genre", "mv_type"))
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
-    from m2mv.training import resolve_model_path
+    from m2mv.checkpoints.loading import resolve_checkpoint
 
-    model_dir = Path(resolve_model_path(args.model))
+    model_dir = resolve_checkpoint(args.model)
     embeds, spectra, rows = song_features(args.dataset, model_dir)
 
     def label(row: dict) -> str:

@@ -2,12 +2,12 @@
 
     python benchmarks/gpu_checks.py --out gpu-checks.json
 
-Each check trains through ``train_sft.py`` (the same commands as docs/training.md) on the toy dataset with the
+Each check trains through ``m2mv train`` (the same commands as docs/training.md) on the toy dataset with the
 tiny configs, then loads the output folder with ``AutoModel`` on the GPU in bf16 and generates:
 
-1. single process, bf16 (``configs/accelerate/single_process.yaml``): stage 1, then stage 2 from its output;
-2. FSDP2 (``configs/accelerate/fsdp.yaml``) stage 2, one process per GPU;
-3. DeepSpeed ZeRO-2 (``configs/accelerate/deepspeed_zero2.yaml``) stage 2, if ``deepspeed`` is installed;
+1. single process, bf16 (``m2mv/configs/accelerate/single_process.yaml``): stage 1, then stage 2 from its output;
+2. FSDP2 (``m2mv/configs/accelerate/fsdp.yaml``) stage 2, one process per GPU;
+3. DeepSpeed ZeRO-2 (``m2mv/configs/accelerate/deepspeed_zero2.yaml``) stage 2, if ``deepspeed`` is installed;
 4. ``benchmarks/training.py --skip-full-size --gpu-full-size``: the tiny embeddings-vs-re-encoding ratio on
    the GPU and the Vicuna-7B-sized stage-2 step (tokens/s, MFU, encoder share).
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -80,8 +79,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("no GPU here: these checks need one", file=sys.stderr)
         return 2
-    from m2mv import training
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
+    from m2mv.training.toy import write_toy_dataset
 
     logs = args.logs or args.out.parent
     logs.mkdir(parents=True, exist_ok=True)
@@ -92,13 +91,13 @@ def main(argv=None) -> int:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        toy = training.write_toy_dataset(work / "toy", n_train=32, n_eval=8, seconds=10.0)
+        toy = write_toy_dataset(work / "toy", n_train=32, n_eval=8, seconds=10.0)
         tiny = build_tiny_checkpoint(work / "tiny")
         common = ["--dataset_path", str(toy), "--bf16", "true", "--num_train_epochs", "2", "--eval_strategy", "epoch"]
 
         def train(name: str, launcher: list[str], stage: int, model: Path) -> Path:
             out = work / name
-            cmd = [*launcher, "train_sft.py", "--config", f"configs/tiny/stage{stage}.yaml",
+            cmd = [*launcher, "-m", "m2mv", "train", "--config", f"tiny/stage{stage}",
                    "--model_name_or_path", str(model), "--output_dir", str(out), *common]
             checks[name] = run(name, cmd, logs, args.timeout)
             if checks[name]["rc"] == 0:
@@ -111,15 +110,15 @@ def main(argv=None) -> int:
             return out
 
         accelerate = [py, "-m", "accelerate.commands.launch"]
-        single = [*accelerate, "--config_file", "configs/accelerate/single_process.yaml"]
+        single = [*accelerate, "--config_file", "m2mv/configs/accelerate/single_process.yaml"]
         stage1 = train("single_bf16_stage1", single, 1, tiny)
         train("single_bf16_stage2", single, 2, stage1)
-        train("fsdp2_stage2", [*accelerate, "--config_file", "configs/accelerate/fsdp.yaml",
+        train("fsdp2_stage2", [*accelerate, "--config_file", "m2mv/configs/accelerate/fsdp.yaml",
                                "--num_processes", str(gpus)], 2, stage1)
         try:
             import deepspeed  # noqa: F401
 
-            train("deepspeed_zero2_stage2", [*accelerate, "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
+            train("deepspeed_zero2_stage2", [*accelerate, "--config_file", "m2mv/configs/accelerate/deepspeed_zero2.yaml",
                                              "--num_processes", str(gpus)], 2, stage1)
         except ImportError:
             checks["deepspeed_zero2_stage2"] = {"rc": "not run: deepspeed is not installed"}

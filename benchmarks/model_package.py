@@ -44,7 +44,7 @@ def reference_transform(waveform: np.ndarray, fbank, rate: int = 16000) -> torch
 
 def bench_features(num_inputs: int) -> None:
     import reference_oracles as ro
-    from processing_m2mv import M2MVFeatureExtractor
+    from feature_extraction_m2mv import M2MVFeatureExtractor
 
     fbank = ro.load_kaldi_fbank()
     extractor = M2MVFeatureExtractor()
@@ -69,7 +69,7 @@ def bench_features(num_inputs: int) -> None:
 def bench_generation(new_tokens: int) -> None:
     from transformers import AutoModel, AutoProcessor
 
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_checkpoint(Path(tmp) / "m2mv-tiny-random")

@@ -4,7 +4,7 @@
     python benchmarks/training.py --dataset ./m2mv-demo --steps 40 --stage 1
     python benchmarks/training.py --skip-full-size     # only the tiny comparison
 
-1. Same tiny config (the converter's tiny random checkpoint, configs/tiny/stage<N>.yaml), one run each through
+1. Same tiny config (the converter's tiny random checkpoint, m2mv/configs/tiny/stage<N>.yaml), one run each through
    train_sft.py: ``audio_embeds: off`` (decode + filter bank + encoder at every step) and ``audio_embeds: auto``
    (embeddings computed once beforehand, not counted). Training tokens/s = non-padding tokens / train_runtime
    (the trainer's own clock: data loading and collation included). Printed as a ratio.
@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -34,14 +33,15 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from m2mv import training  # noqa: E402
-
-
-def load_train_sft():
-    spec = importlib.util.spec_from_file_location("train_sft", REPO / "train_sft.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from m2mv.checkpoints.loading import demo_checkpoint  # noqa: E402
+from m2mv.checkpoints.tiny import build_tiny_checkpoint  # noqa: E402
+from m2mv.data.loading import load_split  # noqa: E402
+from m2mv.training.args import parse_args  # noqa: E402
+from m2mv.training.collator import M2MVDataCollator  # noqa: E402
+from m2mv.training.lora import lora_target_regex  # noqa: E402
+from m2mv.training.data import precompute_audio_embeds  # noqa: E402
+from m2mv.training.sft import main as train_stage  # noqa: E402
+from m2mv.training.toy import write_toy_dataset  # noqa: E402
 
 
 def tokens_per_second(trainer) -> tuple[float, int, float]:
@@ -52,12 +52,9 @@ def tokens_per_second(trainer) -> tuple[float, int, float]:
 
 
 def tiny_comparison(dataset: Path | None, steps: int, stage: int, work: Path) -> dict:
-    from m2mv.convert import build_tiny_checkpoint
-
-    train_sft = load_train_sft()
     checkpoint = build_tiny_checkpoint(work / "m2mv-tiny-random")
     if dataset is None:
-        dataset = training.write_toy_dataset(work / "toy", n_train=32, n_eval=4, seconds=30.0)
+        dataset = write_toy_dataset(work / "toy", n_train=32, n_eval=4, seconds=30.0)
     else:  # copy: the embeddings are written beside the dataset
         import shutil
 
@@ -65,17 +62,16 @@ def tiny_comparison(dataset: Path | None, steps: int, stage: int, work: Path) ->
         dataset = work / "data"
     if stage == 2:  # stage 2 starts from a stage-1 output
         stage1 = work / "stage1"
-        train_sft.main(*training.parse_args(["--config", str(REPO / "configs/tiny/stage1.yaml"), "--model_name_or_path",
-                                             str(checkpoint), "--dataset_path", str(dataset), "--output_dir",
-                                             str(stage1), "--max_steps", "1", "--audio_embeds", "off"]))
+        train_stage(*parse_args(["--config", "tiny/stage1", "--model_name_or_path", str(checkpoint), "--dataset_path",
+                                 str(dataset), "--output_dir", str(stage1), "--max_steps", "1", "--audio_embeds", "off"]))
         checkpoint = stage1
     start = time.perf_counter()
-    training.precompute_audio_embeds(checkpoint, dataset)
+    precompute_audio_embeds(checkpoint, dataset)
     embed_time = time.perf_counter() - start
     results = {}
     for mode in ("off", "auto"):
-        trainer = train_sft.main(*training.parse_args([
-            "--config", str(REPO / f"configs/tiny/stage{stage}.yaml"), "--model_name_or_path", str(checkpoint),
+        trainer = train_stage(*parse_args([
+            "--config", f"tiny/stage{stage}", "--model_name_or_path", str(checkpoint),
             "--dataset_path", str(dataset), "--output_dir", str(work / f"run-{mode}"), "--max_steps", str(steps),
             "--audio_embeds", mode, "--eval_split", "", "--logging_steps", str(steps)]))
         results[mode] = tokens_per_second(trainer)
@@ -99,8 +95,6 @@ def full_size_share(dataset: Path | None, device: str) -> dict:
     """One stage-1 step of the demo checkpoint: features, encoder, and the LM step on precomputed embeddings."""
     from transformers import AutoModel, AutoProcessor
 
-    from m2mv.cli import demo_checkpoint
-
     folder = demo_checkpoint()
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).to(device)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
@@ -108,14 +102,14 @@ def full_size_share(dataset: Path | None, device: str) -> dict:
     model.multi_modal_projector.requires_grad_(True)
     model.train()
     if dataset is not None:
-        ds = training.load_split(dataset, "captioning", "train")
+        ds = load_split(dataset, "captioning", "train")
         rows = [ds[i] for i in range(2)]
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            ds = training.load_split(training.write_toy_dataset(tmp, n_train=2, n_eval=1, seconds=30.0),
+            ds = load_split(write_toy_dataset(tmp, n_train=2, n_eval=1, seconds=30.0),
                                      "captioning", "train")
             rows = [ds[i] for i in range(2)]
-    collator = training.M2MVDataCollator(processor, "captioning", 256)
+    collator = M2MVDataCollator(processor, "captioning", 256)
     optimizer = torch.optim.AdamW(model.multi_modal_projector.parameters(), lr=1e-4)
 
     feature_s, batch = timed(lambda: collator(rows))
@@ -166,7 +160,7 @@ def gpu_full_size_stage2(seq_len: int = 1024, batch: int = 2, steps: int = 5, pe
     with torch.no_grad():  # the frozen encoder's forward, as a re-encoding step would run it
         encoder_s, _ = timed(lambda: model.audio_tower(features).pooler_output, repeat=steps)
     model = get_peft_model(model, LoraConfig(r=32, lora_alpha=32, lora_dropout=0.1,
-                                             target_modules=training.lora_target_regex(None),
+                                             target_modules=lora_target_regex(None),
                                              modules_to_save=["multi_modal_projector"]))
     for p in model.parameters():
         if p.requires_grad:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m2mv.data.cache import cache_root
+
 ANALYSIS_VERSION = 1
 ANALYSIS_RATE = 22050
 HOP = 512
@@ -44,8 +46,7 @@ _librosa = None
 
 
 def numba_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "m2mv" / "numba"
+    return cache_root("numba")
 
 
 def librosa_module():

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from m2mv.fileio import atomic_directory
+from m2mv.data.fileio import atomic_directory
 
 log = logging.getLogger("m2mv.demo_corpus")
 

@@ -42,669 +42,44 @@ where the file system allows, else copies.
 
 from __future__ import annotations
 
-from m2mv.fileio import atomic_directory, atomic_write_text
 import argparse
-import difflib
-import fnmatch
-import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
-import zipfile
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from tqdm.auto import tqdm
 
-from . import audio_analysis
-from .debian import DebianError, Tool, ensure_tools, fetch_deb, unpack_deb, version_key
+from dataset_scripts import audio_analysis
+from dataset_scripts.corpus_clips import (
+    PIPELINE_VERSION,
+    RENDER_PEAK_DBFS,
+    RENDER_RATE,
+    TrackResult,
+    TrackTask,
+    process_track_safely,
+)
+from dataset_scripts.corpus_sources import SOURCES, SUBSETS, candidate_order, enumerate_tracks, slug
+from dataset_scripts.debian import DebianError, Tool, ensure_tools, fetch_deb, unpack_deb, version_key
+from m2mv.data.cache import cache_root
+from m2mv.data.fileio import atomic_write_json, atomic_write_text
+from m2mv.errors import CorpusError
 
 log = logging.getLogger("m2mv.demo_corpus")
 
-PIPELINE_VERSION = 1  # bump when clip cutting or the record format changes: cached clips are then rebuilt
-CORPUS_NAME = "m2mv-demo-corpus"
-CLIP_S = 30.0
-SILENCE_DBFS = -50.0  # clips with a lower RMS level are rejected
-RENDER_RATE = 44100
-RENDER_PEAK_DBFS = -1.0  # renders are scaled so that the whole track peaks here
-TWO_CLIPS_MIN_S = 3 * CLIP_S  # two clips (centred at 1/3 and 2/3) need 90 s to stay apart
 SOUNDFONT_PACKAGE = "timgm6mb-soundfont"
 SOUNDFONT_PATH = "usr/share/sounds/sf2/TimGM6mb.sf2"
 
 
-class CorpusError(RuntimeError):
-    """A build step failed; the message names the package and file."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    package: str
-    kind: str  # "ogg" (read as is), "midi" (fluidsynth), "module" (openmpt123)
-    patterns: tuple[str, ...]  # globs relative to the package root, or to the archive root when `archive` is set
-    genre: str  # from the genre / mood column of demo-corpus.md
-    licence: str  # used when the copyright file is not machine-readable (DEP-5)
-    archive: str | None = None  # a zip (.pk3) inside the package holding the files
-    small_tracks: int = 10  # tracks taken when the subset is limited ("small")
-    attribution: str | None = None  # package-level credit, for files that name no author
-
-
-SOURCES: dict[str, SourceSpec] = {
-    s.package: s
-    for s in (
-        SourceSpec("openttd-openmsx", "midi", ("usr/share/games/openttd/baseset/openmsx/*.mid",),
-                   "jazz, blues, ragtime", "GPL-2", small_tracks=12),
-        SourceSpec("pingus-data", "module", ("usr/share/games/pingus/data/music/*.it",
-                                             "usr/share/games/pingus/data/music/*.s3m"),
-                   "tracker / chiptune", "GPL-2+", small_tracks=8),
-        SourceSpec("nexuiz-music", "ogg", ("sound/cdtracks/*.ogg",), "techno, industrial, drum'n'bass", "GPL-2+",
-                   archive="usr/share/games/nexuiz/data/music.pk3", small_tracks=10,
-                   attribution="Nexuiz, (c) 2002-2009 Alientrap, Lee Vermeulen"),
-        SourceSpec("wesnoth-1.16-music", "ogg", ("usr/share/games/wesnoth/*/data/core/music/*.ogg",),
-                   "orchestral fantasy, Celtic/folk", "GPL-2+", small_tracks=10),
-        SourceSpec("supertux-data", "ogg", ("usr/share/games/supertux2/music/*/*.ogg",),
-                   "cheerful platformer, retro/chip-style", "GPL-2+", small_tracks=10),
-        SourceSpec("ufoai-music", "ogg", ("music/*.ogg",), "sci-fi orchestral, ambient, electronic",
-                   "GPL-2+ (per file: see the copyright file)", archive="usr/share/games/ufoai/base/0music.pk3",
-                   small_tracks=10),
-    )
-}
-
-SUBSETS = {
-    "small": {"sources": ["openttd-openmsx", "pingus-data", "nexuiz-music"], "clips_per_track": 1, "limited": True},
-    "full": {"sources": list(SOURCES), "clips_per_track": 2, "limited": False},
-}
-
-
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "m2mv" / "demo-corpus"
-
-
-def genre_tags(genre: str) -> list[str]:
-    """"orchestral fantasy, Celtic/folk" -> ["orchestral fantasy", "Celtic", "folk"]."""
-    return [t.strip() for t in re.split(r"[,/]", genre) if t.strip()]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "track"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Clip cutting
-
-
-def clip_offsets(duration_s: float, clip_s: float = CLIP_S, clips_per_track: int = 1) -> list[float]:
-    """Start times of the clips of a track: [] when shorter than clip_s; the middle clip; or, with
-    clips_per_track >= 2 and a track of at least 3 * clip_s, two clips centred at 1/3 and 2/3 (apart by >= clip_s/2)."""
-    if duration_s < clip_s:
-        return []
-    if clips_per_track >= 2 and duration_s >= 3 * clip_s:
-        return [duration_s / 3 - clip_s / 2, 2 * duration_s / 3 - clip_s / 2]
-    return [(duration_s - clip_s) / 2]
-
-
-def cut_clip(y: np.ndarray, sr: int, offset_s: float, clip_s: float = CLIP_S) -> np.ndarray:
-    """Samples [round(offset*sr), + round(clip_s*sr)) of y (samples first); raises if y is too short."""
-    start, n = int(round(offset_s * sr)), int(round(clip_s * sr))
-    if start < 0 or start + n > len(y):
-        raise ValueError(f"clip [{offset_s:.3f}, +{clip_s}] s lies outside the {len(y) / sr:.3f}-s signal")
-    return y[start : start + n]
-
-
-def silence_reason(y: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> str | None:
-    """None when the clip is audible, else why it is rejected."""
-    level = audio_analysis.rms_dbfs(y)
-    if level < threshold_dbfs:
-        return f"silent: RMS {level:.1f} dBFS < {threshold_dbfs:.0f} dBFS"
-    return None
-
-
-def audible_span(y: np.ndarray, sr: int, threshold_dbfs: float = -60.0, frame_s: float = 0.05) -> tuple[float, float]:
-    """(start, end) in seconds of the part of y between its first and last frame_s frame above threshold_dbfs RMS
-    (renders have silent tails: reverb, a song that stops before its last pattern). (0, 0) when all is silent."""
-    y = np.asarray(y, dtype=np.float32)
-    y = y[:, None] if y.ndim == 1 else y
-    hop = max(1, int(round(frame_s * sr)))
-    n = len(y) // hop + (len(y) % hop > 0)
-    if n == 0:
-        return 0.0, 0.0
-    padded = np.zeros((n * hop, y.shape[1]), np.float32)
-    padded[: len(y)] = y
-    level = audio_analysis.db(np.sqrt(np.mean(padded.reshape(n, hop * y.shape[1]).astype(np.float64) ** 2, axis=1)))
-    loud = np.flatnonzero(level > threshold_dbfs)
-    if not len(loud):
-        return 0.0, 0.0
-    return round(loud[0] * hop / sr, 3), round(min(len(y), (loud[-1] + 1) * hop) / sr, 3)
-
-
-def make_clip_id(package: str, track_key: str, offset_s: float) -> str:
-    """Stable id from package, track and offset: ``<package>--<track slug>--<offset in ms, 7 digits>``."""
-    return f"{package}--{slug(track_key)}--{int(round(offset_s * 1000)):07d}"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Small file helpers
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-
-
-def _atomic_write_audio(path: Path, y: np.ndarray, sr: int, fmt: str = "FLAC", subtype: str = "PCM_16") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    os.close(fd)
-    try:
-        sf.write(tmp, y, sr, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Licences: Debian copyright files
-
-
-@dataclass
-class CopyrightInfo:
-    """A package's copyright file; `lookup` gives (licence, copyright holders) of one file when it is DEP-5."""
-
-    text: str
-    default_licence: str
-    paragraphs: list[dict] = field(default_factory=list)  # DEP-5 "Files" paragraphs, in file order
-
-    @classmethod
-    def parse(cls, text: str, default_licence: str) -> "CopyrightInfo":
-        info = cls(text, default_licence)
-        if not text.startswith("Format:") or "copyright-format" not in text.split("\n", 1)[0]:
-            return info
-        for block in re.split(r"\n\s*\n", text):
-            fields, key = {}, None
-            for line in block.splitlines():
-                if line and not line[0].isspace() and ":" in line:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    fields[key] = [value.strip()] if value.strip() else []
-                elif key and line.strip() and line.strip() != ".":
-                    fields[key].append(line.strip())
-            if "Files" in fields and "License" in fields:
-                patterns = " ".join(fields["Files"]).split()
-                info.paragraphs.append(
-                    {"files": patterns, "licence": fields["License"][0] if fields["License"] else "",
-                     "copyright": "; ".join(fields.get("Copyright", []))}
-                )
-        return info
-
-    @staticmethod
-    def _match_score(pattern: str, path: str) -> int:
-        """-1 when the DEP-5 glob (where * crosses /) does not match path, else how specific the match is (its literal
-        characters). The path's leading folders may differ from the source tree's (installed under usr/share/...,
-        or a member of a .pk3): a pattern's trailing folders may match the end of the path, keeping at least one
-        folder (so "data/music/*" matches ".../supertux2/music/x.ogg", and "debian/*" matches nothing here)."""
-        if pattern == "*":
-            return 0
-        parts = path.split("/")
-        pp = pattern.split("/")
-        for cand in [pattern] + ["/".join(pp[i:]) for i in range(1, len(pp) - 1)]:
-            if any(fnmatch.fnmatchcase("/".join(parts[i:]), cand) for i in range(len(parts))):
-                return len(re.sub(r"[*?]|\[[^]]*\]", "", cand))
-        return -1
-
-    def lookup(self, path: str) -> tuple[str, str | None]:
-        """(licence, copyright holders) of path: the most specific matching Files paragraph, the last one among
-        equally specific ones (DEP-5's "last match wins" for the usual general-to-specific order)."""
-        best, licence, holders = -1, self.default_licence, None
-        for para in self.paragraphs:
-            score = max(self._match_score(p, path) for p in para["files"])
-            if score >= 0 and score >= best:
-                best, licence, holders = score, para["licence"], para["copyright"] or None
-        return licence, holders
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Tracks
-
-
-@dataclass
-class Track:
-    package: str
-    version: str
-    kind: str
-    source_file: str  # path in the package (archive members: "<archive>!<member>")
-    track_key: str  # unique within the package, used in the clip id
-    path: str  # absolute path of the file to read or render
-    genre: str
-    licence: str
-    copyright_holders: str | None = None
-    title: str | None = None
-    artist: str | None = None
-    attribution: str | None = None
-    attribution_source: str | None = None
-    render: dict | None = None  # renderer settings (MIDI, modules)
-
-
-def _glob_files(root: Path, patterns: tuple[str, ...]) -> list[Path]:
-    found = set()
-    for pat in patterns:
-        found.update(p for p in root.glob(pat) if p.is_file())
-    return sorted(found)
-
-
-def _extract_archive(archive: Path, patterns: tuple[str, ...], dest: Path, what: str) -> Path:
-    """Extract the members matching patterns (atomically, once)."""
-    if (dest / ".extracted").exists():
-        return dest
-    with atomic_directory(dest) as tmp:
-        try:
-            with zipfile.ZipFile(archive) as z:
-                for name in z.namelist():
-                    if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                        z.extract(name, tmp)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise CorpusError(f"{what}: cannot extract {archive.name}: {e}") from e
-        (tmp / ".extracted").write_text(archive.name + "\n")
-    return dest
-
-
-def _ogg_tags(path: Path) -> dict:
-    try:
-        with sf.SoundFile(str(path)) as f:
-            return {k: v.strip() for k, v in f.copy_metadata().items() if isinstance(v, str) and v.strip()}
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return {}
-
-
-def _title_from_name(stem: str) -> str:
-    return re.sub(r"[_-]+", " ", stem).strip().title()
-
-
-def _ini_section(text: str, section: str) -> dict[str, str]:
-    m = re.search(rf"^\[{re.escape(section)}\]\s*$(.*?)(?=^\[|\Z)", text, flags=re.M | re.S)
-    out = {}
-    for line in (m.group(1) if m else "").splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";")):
-            k, _, v = line.partition("=")
-            out[k.strip()] = v.strip()
-    return out
-
-
-def _openmsx_metadata(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(file -> title, file -> composer) from OpenMSX's openmsx.obm and the credits of its readme.txt."""
-    import gzip
-
-    obm_files = list(root.glob("usr/share/games/openttd/baseset/openmsx/*.obm"))
-    obm = obm_files[0].read_text(encoding="utf-8", errors="replace") if obm_files else ""
-    names = _ini_section(obm, "names")
-    slots = {v: k for k, v in _ini_section(obm, "files").items()}  # file -> slot (theme, old_0, new_3, ezy_5, ...)
-    readme = ""
-    for p in root.glob("usr/share/doc/openttd-openmsx/readme.txt*"):
-        readme = (gzip.open(p, "rt", errors="replace") if p.suffix == ".gz" else p.open(errors="replace")).read()
-    by_title, set_author = {}, {}
-    m = re.search(r"Musicians:\n(.*?)(?:\n\s*\n\s*\n|Song notes:)", readme, flags=re.S)
-    pending: list[str] = []
-    for line in (m.group(1) if m else "").splitlines():
-        indent, text = len(line) - len(line.lstrip()), line.strip()
-        if not text:
-            continue
-        if indent <= 2:
-            pending.append(text)
-        else:
-            for t in pending:
-                sm = re.match(r"All '(.+)' tracks", t)
-                if sm:
-                    set_author[sm.group(1).lower()] = text
-                else:
-                    by_title[t.lower()] = text
-            pending = []
-    set_prefix = {"ezy street": "ezy_", "modern": "new_"}  # OpenMSX's sets and their slot names in openmsx.obm
-    composers = {}
-    for file, title in names.items():
-        hit = difflib.get_close_matches(title.lower(), list(by_title), n=1, cutoff=0.85)
-        if hit:
-            composers[file] = by_title[hit[0]]
-            continue
-        for set_name, author in set_author.items():
-            prefix = set_prefix.get(set_name)
-            if prefix and slots.get(file, "").startswith(prefix):
-                composers[file] = author
-    return names, composers
-
-
-def _pingus_musicians(root: Path) -> list[str]:
-    credits = next(iter(root.glob("usr/share/games/pingus/data/credits/*.credits")), None)
-    if credits is None:
-        return []
-    out, inside = [], False
-    for line in credits.read_text(errors="replace").splitlines():
-        if line.strip().lower() == "-music":
-            inside = True
-        elif inside and line.startswith("_"):
-            out.append(line[1:].strip())
-        elif inside:
-            break
-    return out
-
-
-def _unique_keys(paths: list[str]) -> dict[str, str]:
-    """Track keys: the file stem, prefixed by its folder where stems repeat within the package."""
-    stems = Counter(Path(p).stem for p in paths)
-    return {p: (f"{Path(p).parent.name}-{Path(p).stem}" if stems[Path(p).stem] > 1 else Path(p).stem) for p in paths}
-
-
-def enumerate_tracks(spec: SourceSpec, version: str, root: Path, cache_dir: Path) -> tuple[list[Track], CopyrightInfo]:
-    """All candidate tracks of an unpacked package, with title, licence and attribution."""
-    what = f"{spec.package} {version}"
-    copyright_path = root / "usr" / "share" / "doc" / spec.package / "copyright"
-    text = copyright_path.read_text(encoding="utf-8", errors="replace") if copyright_path.exists() else ""
-    if not text:
-        log.warning("%s: no copyright file; recording the licence %r", what, spec.licence)
-    cinfo = CopyrightInfo.parse(text, spec.licence)
-
-    if spec.archive:
-        archive = root / spec.archive
-        if not archive.exists():
-            raise CorpusError(f"{what}: archive {spec.archive} not found in the package")
-        base = _extract_archive(archive, spec.patterns, cache_dir / "extracted" / version_key(spec.package, version),
-                                what)
-        files = _glob_files(base, spec.patterns)
-        rel = {str(f): f"{spec.archive}!{f.relative_to(base).as_posix()}" for f in files}
-        lookup_path = {str(f): f.relative_to(base).as_posix() for f in files}
-    else:
-        files = _glob_files(root, spec.patterns)
-        rel = {str(f): f.relative_to(root).as_posix() for f in files}
-        lookup_path = rel
-    if not files:
-        raise CorpusError(f"{what}: no files match {list(spec.patterns)} (package layout changed?)")
-    keys = _unique_keys([rel[str(f)] for f in files])
-
-    extra_titles, composers, musicians = {}, {}, []
-    if spec.package == "openttd-openmsx":
-        extra_titles, composers = _openmsx_metadata(root)
-    if spec.package == "pingus-data":
-        musicians = _pingus_musicians(root)
-
-    tracks = []
-    for f in files:
-        licence, holders = cinfo.lookup(lookup_path[str(f)])
-        t = Track(spec.package, version, spec.kind, rel[str(f)], keys[rel[str(f)]], str(f), spec.genre, licence,
-                  copyright_holders=holders)
-        if spec.kind == "ogg":
-            tags = _ogg_tags(f)
-            t.title = tags.get("title")
-            t.artist = tags.get("artist")
-            if tags.get("copyright") or tags.get("artist"):
-                t.attribution = tags.get("copyright") or tags["artist"]
-                t.attribution_source = "file tags"
-        elif spec.kind == "midi":
-            t.title = extra_titles.get(f.name)
-            if f.name in composers:
-                t.artist = t.attribution = composers[f.name]
-                t.attribution_source = "readme.txt credits"
-        elif spec.kind == "module" and musicians:
-            t.attribution = "Pingus musicians: " + ", ".join(musicians)
-            t.attribution_source = "package credits (not per file)"
-        if not t.attribution and holders:
-            t.attribution, t.attribution_source = holders, "copyright file"
-        if not t.attribution and spec.attribution:
-            t.attribution, t.attribution_source = spec.attribution, "copyright file (package, not per file)"
-        t.title = t.title or _title_from_name(f.stem)
-        tracks.append(t)
-    return tracks, cinfo
-
-
-def candidate_order(tracks: list[Track]) -> list[Track]:
-    """A fixed pseudo-random order (by hash of package and track key): the small subset takes tracks from its head."""
-    return sorted(tracks, key=lambda t: hashlib.sha1(f"{t.package}/{t.track_key}".encode()).hexdigest())
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Rendering and per-track work (runs in worker processes)
-
-
-@dataclass
-class TrackTask:
-    track: Track
-    clip_dir: str  # cache folder of this package version's clips
-    render_dir: str | None
-    tools: dict[str, Tool]
-    soundfont: str | None
-    clips_per_track: int
-
-
-@dataclass
-class TrackResult:
-    track: Track
-    clip_dir: str
-    records: list[dict] = field(default_factory=list)
-    rejects: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def _render(task: TrackTask) -> tuple[Path, dict]:
-    """Render a MIDI file or module (float WAV), scale its peak to RENDER_PEAK_DBFS and keep it in the render cache
-    as 16-bit FLAC; returns (flac, sidecar info: gain_db, audible span, title / artist of modules)."""
-    t = task.track
-    out = Path(task.render_dir) / f"{t.track_key}.flac"
-    meta_path = out.with_suffix(".json")
-    meta = _read_json(meta_path)
-    if out.exists() and meta and "audible_end_s" in meta:
-        return out, meta
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.tmp-", suffix=".wav")
-    os.close(fd)
-    what = f"{t.package} {t.version}: rendering {t.source_file}"
-    meta = {}
-    try:
-        if t.kind == "midi":
-            task.tools["fluidsynth"].run(
-                ["-ni", "-q", "-g", "0.4", "-r", str(RENDER_RATE), "-O", "float", "-T", "wav", "-F", tmp,
-                 task.soundfont, t.path], what, timeout=900)
-        else:
-            tool = task.tools["openmpt123"]
-            info = tool.run(["--info", t.path], what + " (--info)", timeout=120).stdout
-            for key, name in (("Title", "title"), ("Artist", "artist")):
-                m = re.search(rf"^{key}\.*:\s*(.+?)\s*$", info, flags=re.M)
-                if m:
-                    meta[name] = m.group(1)
-            tool.run(["--batch", "--quiet", "--samplerate", str(RENDER_RATE), "--channels", "2", "--float",
-                      "--force", "-o", tmp, t.path], what, timeout=900)
-        try:
-            y, sr = sf.read(tmp, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise CorpusError(f"{what}: the render is not readable: {e}") from e
-        start, end = audible_span(y, sr)
-        peak = float(np.max(np.abs(y))) if y.size else 0.0
-        gain_db = RENDER_PEAK_DBFS - audio_analysis.db(peak) if peak > 0 else 0.0
-        _atomic_write_audio(out, np.clip(y * np.float32(10 ** (gain_db / 20)), -1, 1), sr)  # 16 bits, as the clips
-        meta.update(peak=peak, gain_db=round(gain_db, 3), duration_s=len(y) / sr, sample_rate=sr,
-                    audible_start_s=start, audible_end_s=end)
-        _atomic_write_json(meta_path, meta)
-    except DebianError as e:
-        raise CorpusError(str(e)) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out, meta
-
-
-def _track_fields(t: Track) -> dict:
-    """The record fields that come from the package's metadata (not from the audio)."""
-    return {
-        "corpus": CORPUS_NAME,
-        "source_package": t.package,
-        "source_version": t.version,
-        "source_file": t.source_file,
-        "track_title": t.title,
-        "artist": t.artist,
-        "attribution": t.attribution,
-        "attribution_source": t.attribution_source,
-        "copyright_holders": t.copyright_holders,
-        "licence": t.licence,
-        "licence_file": f"licenses/{t.package}.copyright",
-        "genre": t.genre,
-        "genre_tags": genre_tags(t.genre),
-    }
-
-
-def _reject(t: Track, clip_id: str | None, kind: str, reason: str) -> dict:
-    return {"source_package": t.package, "source_version": t.version, "source_file": t.source_file,
-            "clip_id": clip_id, "kind": kind, "reason": reason}
-
-
-def process_track(task: TrackTask) -> TrackResult:
-    """Render if needed, cut the clips, reject silent ones, write FLAC and analysis (cached per clip)."""
-    t0 = time.time()
-    t = task.track
-    res = TrackResult(t, task.clip_dir)
-    what = f"{t.package} {t.version}: {t.source_file}"
-    gain_db, render_info, span = 0.0, None, None
-    if t.kind in ("midi", "module"):
-        audio_path, meta = _render(task)
-        if meta.get("title") and t.kind == "module":
-            t.title = meta["title"]
-        if meta.get("artist"):
-            t.artist = t.attribution = meta["artist"]
-            t.attribution_source = "module metadata"
-        gain_db = meta["gain_db"]  # already applied to the cached render
-        render_info = dict(t.render or {}, normalised_peak_dbfs=RENDER_PEAK_DBFS)
-        span = (meta["audible_start_s"], meta["audible_end_s"])
-    else:
-        audio_path = Path(t.path)
-    try:
-        info = sf.info(str(audio_path))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise CorpusError(f"{what}: unreadable audio: {e}") from e
-    duration = info.frames / info.samplerate
-    lead = 0.0
-    if span is not None:  # renders: clips come from the audible part (no silent intro or tail)
-        lead = span[0]
-        offsets = [lead + o for o in clip_offsets(span[1] - span[0], CLIP_S, task.clips_per_track)]
-    else:
-        offsets = clip_offsets(duration, CLIP_S, task.clips_per_track)
-    if not offsets:
-        audible = f", {span[1] - span[0]:.1f} s audible" if span is not None else ""
-        res.rejects.append(_reject(t, None, "short",
-                                   f"track shorter than {CLIP_S:.0f} s ({duration:.1f} s{audible})"))
-        res.seconds = time.time() - t0
-        return res
-    for offset in offsets:
-        start = int(round(offset * info.samplerate))
-        offset_s = start / info.samplerate
-        clip_id = make_clip_id(t.package, t.track_key, offset_s)
-        flac = Path(task.clip_dir) / f"{clip_id}.flac"
-        rec_path, rej_path = flac.with_suffix(".json"), flac.with_suffix(".reject.json")
-        rec = _read_json(rec_path)
-        if rec and flac.exists():
-            res.records.append({**rec, **_track_fields(t)})  # metadata as this run reads it; audio work cached
-            continue
-        rej = _read_json(rej_path)
-        if rej:
-            res.rejects.append(rej)
-            continue
-        n = int(round(CLIP_S * info.samplerate))
-        try:
-            y, sr = sf.read(str(audio_path), start=start, frames=n, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise CorpusError(f"{what}: decoding [{offset_s:.2f} s, +{CLIP_S:.0f} s] failed: {e}") from e
-        if len(y) < n * 0.99:
-            rej = _reject(t, clip_id, "truncated",
-                          f"decoded only {len(y) / sr:.2f} s of {CLIP_S:.0f} s at {offset_s:.2f} s (truncated file?)")
-            _atomic_write_json(rej_path, rej)
-            res.rejects.append(rej)
-            continue
-        y = y[:n]
-        clip_gain = gain_db  # renders: applied when rendered
-        peak = float(np.max(np.abs(y))) if y.size else 0.0
-        if peak > 0.999:  # a source that overshoots full scale: scale the clip rather than clip it at 16 bits
-            extra = audio_analysis.db(0.999 / peak)
-            y = y * np.float32(10 ** (extra / 20))
-            clip_gain += extra
-        reason = silence_reason(y)
-        if reason:
-            rej = _reject(t, clip_id, "silent", reason)
-            _atomic_write_json(rej_path, rej)
-            res.rejects.append(rej)
-            continue
-        y = np.clip(y, -1.0, 1.0)
-        analysis = audio_analysis.analyse_clip(y, sr)
-        rec = {
-            "clip_id": clip_id,
-            "audio": f"clips/{clip_id}.flac",
-            **_track_fields(t),
-            "track_duration_s": round(duration, 3),
-            "audible_span_s": list(span) if span is not None else None,
-            "offset_s": round(offset_s, 4),
-            "duration_s": round(len(y) / sr, 4),
-            "sample_rate": int(sr),
-            "channels": int(y.shape[1]),
-            "gain_db": round(float(clip_gain), 2),
-            "render": render_info,
-            "pipeline_version": PIPELINE_VERSION,
-            "analysis": analysis,
-        }
-        _atomic_write_audio(flac, y, sr)
-        os.chmod(flac, 0o444)  # output folders hard-link these: keep them from being edited in place
-        _atomic_write_json(rec_path, rec)
-        res.records.append(rec)
-    res.seconds = time.time() - t0
-    return res
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The build
-
-
-def _progress(iterable=None, **kw):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional: plain iteration
-        return iterable if iterable is not None else _NoBar()
-    return tqdm(iterable, **kw)
-
-
-class _NoBar:
-    total = 0
-
-    def update(self, n=1):
-        pass
-
-    def refresh(self):
-        pass
-
-    def close(self):
-        pass
-
-    def set_postfix_str(self, s):
-        pass
-
-
-def process_track_safely(task: TrackTask) -> TrackResult:
-    """process_track, with a failure of this one track turned into a reject of kind "error"."""
-    try:
-        return process_track(task)
-    except (CorpusError, sf.LibsndfileError, OSError, ValueError) as e:
-        t = task.track
-        msg = str(e) if isinstance(e, CorpusError) else f"{t.package} {t.version}: {t.source_file}: {e!r}"
-        res = TrackResult(t, task.clip_dir)
-        res.rejects.append(_reject(t, None, "error", msg))
-        return res
+    return cache_root("demo-corpus")
 
 
 def _run_tasks(tasks: list[TrackTask], executor, bar) -> list[TrackResult]:
@@ -744,6 +119,169 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+@dataclass
+class _Renderers:
+    """The tools that render the sources' MIDI files and modules, and the soundfont (with its package version)."""
+
+    tools: dict[str, Tool] = field(default_factory=dict)
+    soundfont: str | None = None
+    soundfont_version: str | None = None
+    soundfont_root: Path | None = None
+
+
+def _fetch_packages(names: list[str], cache: Path) -> dict[str, tuple[str, Path]]:
+    """package -> (version, unpacked folder), downloading and unpacking only what the cache lacks."""
+    roots = {}
+    for name in names:
+        try:
+            deb, version = fetch_deb(name, cache / "debs")
+            roots[name] = (version, unpack_deb(deb, cache / "unpacked" / version_key(name, version)))
+        except DebianError as e:
+            raise CorpusError(f"package {name}: {e}") from e
+    return roots
+
+
+def _prepare_renderers(names: list[str], cache: Path) -> _Renderers:
+    """fluidsynth and the soundfont for MIDI sources, openmpt123 for modules (nothing for OGG-only subsets)."""
+    kinds = {SOURCES[n].kind for n in names}
+    need = [tool for kind, tool in (("midi", "fluidsynth"), ("module", "openmpt123")) if kind in kinds]
+    renderers = _Renderers()
+    if need:
+        try:
+            renderers.tools = ensure_tools(need, cache)
+        except DebianError as e:
+            raise CorpusError(f"renderers {need}: {e}") from e
+    if "midi" in kinds:
+        try:
+            deb, version = fetch_deb(SOUNDFONT_PACKAGE, cache / "debs")
+            root = unpack_deb(deb, cache / "unpacked" / version_key(SOUNDFONT_PACKAGE, version))
+        except DebianError as e:
+            raise CorpusError(f"soundfont {SOUNDFONT_PACKAGE}: {e}") from e
+        if not (root / SOUNDFONT_PATH).exists():
+            raise CorpusError(f"{SOUNDFONT_PACKAGE} {version}: {SOUNDFONT_PATH} not found in the package")
+        renderers.soundfont, renderers.soundfont_version, renderers.soundfont_root = str(root / SOUNDFONT_PATH), \
+            version, root
+    return renderers
+
+
+def _render_settings(kind: str, version: str, renderers: _Renderers) -> tuple[str, dict | None]:
+    """``(renderer key, the settings recorded with each clip)`` of a source kind."""
+    if kind == "midi":
+        fs = renderers.tools["fluidsynth"]
+        return (f"fluidsynth-{fs.version}+{version_key(SOUNDFONT_PACKAGE, renderers.soundfont_version)}",
+                {"tool": f"fluidsynth {fs.version}", "soundfont": f"TimGM6mb.sf2 ({SOUNDFONT_PACKAGE} "
+                 f"{renderers.soundfont_version}, GPL-2)", "gain_option": 0.4, "sample_rate": RENDER_RATE})
+    if kind == "module":
+        om = renderers.tools["openmpt123"]
+        return f"openmpt123-{om.version}", {"tool": f"openmpt123 {om.version}", "sample_rate": RENDER_RATE}
+    return "source", None
+
+
+def _plan_tracks(names: list[str], roots: dict, renderers: _Renderers, cache: Path,
+                 clips_per_track: int) -> dict[str, list[TrackTask]]:
+    """package -> the work for each of its candidate tracks, in the fixed pseudo-random order."""
+    tasks_by_source: dict[str, list[TrackTask]] = {}
+    for name in names:
+        spec = SOURCES[name]
+        version, root = roots[name]
+        tracks, _ = enumerate_tracks(spec, version, root, cache)
+        renderer, render = _render_settings(spec.kind, version, renderers)
+        render_dir = None
+        if render is not None:
+            render_dir = str(cache / "renders" / version_key(name, version) / slug(renderer))
+            for t in tracks:
+                t.render = render
+        clip_dir = cache / "clips" / f"p{PIPELINE_VERSION}" / version_key(name, version) / slug(renderer)
+        tasks_by_source[name] = [TrackTask(t, str(clip_dir), render_dir, renderers.tools, renderers.soundfont,
+                                           clips_per_track) for t in candidate_order(tracks)]
+    return tasks_by_source
+
+
+def _log_rejects(result: TrackResult) -> None:
+    for rej in result.rejects:
+        if rej["kind"] == "error":
+            log.error("%s", rej["reason"])
+        else:
+            log.info("left out %s %s: %s", rej["source_package"], rej["clip_id"] or rej["source_file"], rej["reason"])
+
+
+def _cut_source(name: str, tasks: list[TrackTask], limit: int | None, executor, progress: bool) -> list[TrackResult]:
+    """Run one source's tracks until ``limit`` of them gave clips (tracks that give none are replaced)."""
+    bar = tqdm(total=limit or len(tasks), desc=name, unit="track", disable=not progress, file=sys.stderr)
+    results: list[TrackResult] = []
+    taken, i = 0, 0
+    while i < len(tasks) and (limit is None or taken < limit):
+        batch = tasks[i: i + (len(tasks) - i if limit is None else limit - taken)]
+        if i:  # replacing tracks that gave no clip
+            bar.total += len(batch)
+            bar.refresh()
+        i += len(batch)
+        for result in _run_tasks(batch, executor, bar):
+            results.append(result)
+            taken += bool(result.records)
+            _log_rejects(result)
+    bar.close()
+    if results and all(any(x["kind"] == "error" for x in r.rejects) for r in results):
+        raise CorpusError(f"{name}: every track failed; the first error: {results[0].rejects[0]['reason']}")
+    if limit is not None and taken < limit:
+        log.warning("%s: only %d usable tracks (wanted %d)", name, taken, limit)
+    return results
+
+
+def _cut_clips(tasks_by_source: dict[str, list[TrackTask]], limited: bool, max_tracks: int | None, jobs: int,
+               progress: bool) -> list[TrackResult]:
+    """Every source's clips, in a pool of ``jobs`` worker processes (forked after librosa is warmed up)."""
+    executor = None
+    if jobs > 1 and any(tasks_by_source.values()):
+        # Compile librosa's numba functions here, once: forked workers inherit them (processes compiling at the same
+        # time have corrupted numba's on-disk cache, which then segfaults: see audio_analysis).
+        _warm_up_analysis()
+        ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    try:
+        results = []
+        for name, tasks in tasks_by_source.items():
+            limit = SOURCES[name].small_tracks if limited else None
+            if max_tracks is not None:
+                limit = max_tracks if limit is None else min(limit, max_tracks)
+            results += _cut_source(name, tasks, limit, executor, progress)
+        return results
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+def _write_licences(out: Path, records: list[dict], roots: dict, renderers: _Renderers) -> None:
+    """The Debian copyright file of every package the clips come from (and of the soundfont)."""
+    copyrights = {name: root / "usr" / "share" / "doc" / name / "copyright" for name, (_, root) in roots.items()}
+    used = {rec["source_package"] for rec in records}
+    if any(rec["render"] and "soundfont" in rec["render"] for rec in records):
+        used.add(SOUNDFONT_PACKAGE)
+        copyrights[SOUNDFONT_PACKAGE] = renderers.soundfont_root / "usr/share/doc" / SOUNDFONT_PACKAGE / "copyright"
+    for name in sorted(used):
+        if copyrights[name].exists():
+            atomic_write_text(out / "licenses" / f"{name}.copyright", copyrights[name].read_text(errors="replace"))
+
+
+def _write_output(out: Path, results: list[TrackResult], roots: dict, renderers: _Renderers, progress: bool) -> tuple:
+    """The output folder: clips (hard links to the cache), licences, manifest, rejects; ``(records, rejects)``."""
+    records = sorted((rec for r in results for rec in r.records), key=lambda r: r["clip_id"])
+    rejects = [rej for r in results for rej in r.rejects]
+    clip_src = {rec["clip_id"]: Path(r.clip_dir) / f"{rec['clip_id']}.flac" for r in results for rec in r.records}
+    for rec in tqdm(records, desc="output", unit="clip", disable=not progress, file=sys.stderr):
+        _place(clip_src[rec["clip_id"]], out / rec["audio"])
+    keep = {f"{rec['clip_id']}.flac" for rec in records}
+    stale = [p for p in (out / "clips").glob("*.flac") if p.name not in keep]
+    for p in stale:
+        p.unlink()
+    if stale:
+        log.info("removed %d clips of an earlier build that this build does not hold", len(stale))
+    _write_licences(out, records, roots, renderers)
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    return records, rejects
+
+
 def build_demo_corpus(
     out_dir: str | os.PathLike,
     subset: str = "small",
@@ -775,130 +313,12 @@ def build_demo_corpus(
     jobs = jobs or min(4, os.cpu_count() or 1)
     log.info("building the %s demo corpus (%s) in %s; cache %s; %d job(s)", subset, ", ".join(names), out, cache, jobs)
 
-    # 1. packages
-    roots: dict[str, tuple[str, Path]] = {}
-    for name in names:
-        try:
-            deb, version = fetch_deb(name, cache / "debs")
-            roots[name] = (version, unpack_deb(deb, cache / "unpacked" / version_key(name, version)))
-        except DebianError as e:
-            raise CorpusError(f"package {name}: {e}") from e
+    roots = _fetch_packages(names, cache)
+    renderers = _prepare_renderers(names, cache)
+    tasks_by_source = _plan_tracks(names, roots, renderers, cache, cfg["clips_per_track"])
+    results = _cut_clips(tasks_by_source, cfg["limited"], max_tracks_per_source, jobs, progress)
+    records, rejects = _write_output(out, results, roots, renderers, progress)
 
-    # 2. tools and soundfont, when something must be rendered
-    kinds = {SOURCES[n].kind for n in names}
-    need = [tool for kind, tool in (("midi", "fluidsynth"), ("module", "openmpt123")) if kind in kinds]
-    tools: dict[str, Tool] = {}
-    soundfont, soundfont_version = None, None
-    if need:
-        try:
-            tools = ensure_tools(need, cache)
-        except DebianError as e:
-            raise CorpusError(f"renderers {need}: {e}") from e
-    if "midi" in kinds:
-        try:
-            deb, soundfont_version = fetch_deb(SOUNDFONT_PACKAGE, cache / "debs")
-            sf_root = unpack_deb(deb, cache / "unpacked" / version_key(SOUNDFONT_PACKAGE, soundfont_version))
-        except DebianError as e:
-            raise CorpusError(f"soundfont {SOUNDFONT_PACKAGE}: {e}") from e
-        soundfont = str(sf_root / SOUNDFONT_PATH)
-        if not Path(soundfont).exists():
-            raise CorpusError(f"{SOUNDFONT_PACKAGE} {soundfont_version}: {SOUNDFONT_PATH} not found in the package")
-        roots[SOUNDFONT_PACKAGE] = (soundfont_version, sf_root)
-
-    # 3. tracks
-    tasks_by_source: dict[str, list[TrackTask]] = {}
-    copyrights: dict[str, Path] = {}
-    for name in names:
-        spec = SOURCES[name]
-        version, root = roots[name]
-        tracks, _ = enumerate_tracks(spec, version, root, cache)
-        copyrights[name] = root / "usr" / "share" / "doc" / name / "copyright"
-        render_dir, renderer = None, "source"
-        if spec.kind == "midi":
-            fs = tools["fluidsynth"]
-            renderer = f"fluidsynth-{fs.version}+{version_key(SOUNDFONT_PACKAGE, soundfont_version)}"
-            render = {"tool": f"fluidsynth {fs.version}", "soundfont": f"TimGM6mb.sf2 ({SOUNDFONT_PACKAGE} "
-                      f"{soundfont_version}, GPL-2)", "gain_option": 0.4, "sample_rate": RENDER_RATE}
-        elif spec.kind == "module":
-            om = tools["openmpt123"]
-            renderer = f"openmpt123-{om.version}"
-            render = {"tool": f"openmpt123 {om.version}", "sample_rate": RENDER_RATE}
-        if spec.kind in ("midi", "module"):
-            render_dir = str(cache / "renders" / version_key(name, version) / slug(renderer))
-            for t in tracks:
-                t.render = render
-        clip_dir = cache / "clips" / f"p{PIPELINE_VERSION}" / version_key(name, version) / slug(renderer)
-        tasks_by_source[name] = [
-            TrackTask(t, str(clip_dir), render_dir, tools, soundfont, cfg["clips_per_track"])
-            for t in candidate_order(tracks)
-        ]
-
-    # 4. clips
-    results: list[TrackResult] = []
-    executor = None
-    if jobs > 1 and any(tasks_by_source.values()):
-        # Compile librosa's numba functions here, once: forked workers inherit them (processes compiling at the same
-        # time have corrupted numba's on-disk cache, which then segfaults: see audio_analysis).
-        _warm_up_analysis()
-        ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
-        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
-    try:
-        for name, tasks in tasks_by_source.items():
-            limit = SOURCES[name].small_tracks if cfg["limited"] else None
-            if max_tracks_per_source is not None:
-                limit = max_tracks_per_source if limit is None else min(limit, max_tracks_per_source)
-            bar = _progress(total=limit or len(tasks), desc=name, unit="track", disable=not progress,
-                            file=sys.stderr) if progress else _NoBar()
-            taken, i = 0, 0
-            while i < len(tasks) and (limit is None or taken < limit):
-                n = len(tasks) - i if limit is None else limit - taken
-                batch = tasks[i : i + n]
-                if i:  # replacing tracks that gave no clip
-                    bar.total += len(batch)
-                    bar.refresh()
-                i += len(batch)
-                for r in _run_tasks(batch, executor, bar):
-                    results.append(r)
-                    taken += bool(r.records)
-                    for rej in r.rejects:
-                        if rej["kind"] == "error":
-                            log.error("%s", rej["reason"])
-                        else:
-                            log.info("left out %s %s: %s", rej["source_package"],
-                                     rej["clip_id"] or rej["source_file"], rej["reason"])
-            bar.close()
-            src_results = [r for r in results if r.track.package == name]
-            if src_results and all(any(x["kind"] == "error" for x in r.rejects) for r in src_results):
-                raise CorpusError(f"{name}: every track failed; the first error: {src_results[0].rejects[0]['reason']}")
-            if limit is not None and taken < limit:
-                log.warning("%s: only %d usable tracks (wanted %d)", name, taken, limit)
-    finally:
-        if executor is not None:
-            executor.shutdown()
-
-    # 5. output folder
-    records = sorted((rec for r in results for rec in r.records), key=lambda r: r["clip_id"])
-    rejects = [rej for r in results for rej in r.rejects]
-    clip_src = {rec["clip_id"]: Path(r.clip_dir) / f"{rec['clip_id']}.flac" for r in results for rec in r.records}
-    for rec in _progress(records, desc="output", unit="clip", disable=not progress, file=sys.stderr):
-        _place(clip_src[rec["clip_id"]], out / rec["audio"])
-    keep = {f"{rec['clip_id']}.flac" for rec in records}
-    stale = [p for p in (out / "clips").glob("*.flac") if p.name not in keep]
-    for p in stale:
-        p.unlink()
-    if stale:
-        log.info("removed %d clips of an earlier build that this build does not hold", len(stale))
-    lic_dir = out / "licenses"
-    lic_dir.mkdir(exist_ok=True)
-    used = {rec["source_package"] for rec in records}
-    if any(rec["render"] and "soundfont" in rec["render"] for rec in records):
-        used.add(SOUNDFONT_PACKAGE)
-        copyrights[SOUNDFONT_PACKAGE] = roots[SOUNDFONT_PACKAGE][1] / "usr/share/doc" / SOUNDFONT_PACKAGE / "copyright"
-    for name in sorted(used):
-        if copyrights[name].exists():
-            atomic_write_text(lic_dir / f"{name}.copyright", copyrights[name].read_text(errors="replace"))
-    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
     summary = summarise(records, rejects)
     summary.update(
         subset=subset,
@@ -908,7 +328,7 @@ def build_demo_corpus(
         pipeline_version=PIPELINE_VERSION,
         analysis_version=audio_analysis.ANALYSIS_VERSION,
     )
-    _atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "README.md", _card(summary))
     log.info("\n%s", format_summary(summary))
     return out / "manifest.jsonl"

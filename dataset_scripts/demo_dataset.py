@@ -20,20 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_scripts.hf_dataset import (
+from m2mv.beats import beats_within, group_beats
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, description_columns
+from m2mv.data.taxonomy import mv_type, mv_type_from_genre
+from m2mv.data.writing import (
     DEFAULT_RATIOS,
     DEFAULT_SEED,
     BuildReport,
-    DatasetBuildError,
     dataset_card,
     describe_splits,
     write_card,
     write_configs,
 )
-from m2mv.beats import beats_within, group_beats
-from m2mv.schema import CAPTIONING, MV_DESCRIPTION
-from m2mv.taxonomy import load_mv_types
-from processing_m2mv import FRAME_STEP_SECONDS, format_mv_description, frame_boundaries
+from m2mv.errors import DatasetError
+from mv_format_m2mv import FRAME_STEP_SECONDS, format_mv_description, frame_boundaries
 
 # -- rules: audio measurements -> words ---------------------------------------------------------------------------
 
@@ -57,22 +57,10 @@ def dynamics_word(loudness: list[float]) -> str:
     return "steady" if np.ptp(loudness) < 6 else "restless"
 
 
-MV_TYPE_RULES = [  # (genre word, MV type); the first match wins, then tempo rules
-    ("orchestral", "Cinematic Drama"), ("ambient", "Artistic/Abstract"), ("tracker", "Animation"),
-    ("chiptune", "Animation"), ("platformer", "Animation"), ("jazz", "Live Performance"),
-    ("blues", "Live Performance"), ("ragtime", "Studio Performance"), ("techno", "Dance/Choreography"),
-    ("drum", "Dance/Choreography"), ("industrial", "Visual Montage"), ("celtic", "Story Narrative"),
-    ("folk", "Story Narrative"), ("rock", "Live Performance"), ("pop", "Dance/Choreography"),
-]
-
-
 def mv_type_for(genre: str, bpm: float | None) -> str:
-    """Rule-based MV type from the source genre (and tempo); always a taxonomy type."""
-    lowered = genre.casefold()
-    for word, mv_type in MV_TYPE_RULES:
-        if word in lowered:
-            return mv_type
-    return "Dance/Choreography" if (bpm or 0) >= 120 else "Artistic/Abstract"
+    """Rule-based MV type: the taxonomy type whose genre hint the source genre mentions first
+    (``m2mv/data/mv_types.json``), else by tempo; always a taxonomy type."""
+    return mv_type_from_genre(genre) or ("Dance/Choreography" if (bpm or 0) >= 120 else "Artistic/Abstract")
 
 
 SHOT_BY_LEVEL = {
@@ -82,16 +70,6 @@ SHOT_BY_LEVEL = {
 }
 LIGHT_BY_BRIGHTNESS = {"dark": "deep shadows", "warm": "warm amber light", "bright": "bright daylight colours",
                        "glassy": "sharp white highlights"}
-SETTING_BY_TYPE = {
-    "Live Performance": "musicians on a small club stage", "Studio Performance": "a band in a recording studio",
-    "Story Narrative": "a traveller crossing green hills", "Cinematic Drama": "a lone figure in a vast landscape",
-    "Animation": "colourful animated characters in a pixel world", "Artistic/Abstract": "abstract shapes and textures",
-    "Dance/Choreography": "dancers under pulsing lights", "Lyric Video": "animated words on a plain background",
-    "Documentary/Behind the Scenes": "candid footage of musicians at work",
-    "Visual Montage": "a montage of city streets and machines",
-}
-
-
 def _level(dbfs: float, quiet: float, loud: float) -> str:
     return "quiet" if dbfs < quiet else "loud" if dbfs > loud else "medium"
 
@@ -125,15 +103,15 @@ def _window_index(start: float, end: float, window_s: float, count: int) -> int:
     return min(int((start + end) / 2 // window_s), count - 1)
 
 
-def render_description(record: dict, mv_type: str) -> str:
+def render_description(record: dict, mv_type_name: str) -> str:
     """Stage-2 MV description (overview + one line per frame: 2-s frames, or beat-aligned ones for the clips
     :func:`uses_beat_frames` picks) from the measurements (synthetic). Each frame's shot and light come from the
     loudness and centroid of the analysis window holding the frame's midpoint, its cuts from its own beats."""
     a = record["analysis"]
     loudness, centroid = a["loudness_dbfs"], a["centroid_hz"]
     quiet, loud = np.percentile(loudness, 33), np.percentile(loudness, 67)
-    setting = SETTING_BY_TYPE[mv_type]
-    overview = (f"A {mv_type.lower()} video for a {tempo_word(a['tempo_bpm'])} {record['genre_tags'][0]} track in "
+    setting = mv_type(mv_type_name).setting
+    overview = (f"A {mv_type_name.lower()} video for a {tempo_word(a['tempo_bpm'])} {record['genre_tags'][0]} track in "
                 f"{a['key']}: {setting}, in {LIGHT_BY_BRIGHTNESS[brightness_word(a['centroid_mean_hz'])]}, "
                 f"the energy {dynamics_word(loudness)}.")
     beats = np.asarray(a.get("beat_times_s") or [])
@@ -154,14 +132,14 @@ def render_description(record: dict, mv_type: str) -> str:
 def read_manifest(corpus_dir: Path) -> list[dict]:
     manifest = corpus_dir / "manifest.jsonl"
     if not manifest.is_file():
-        raise DatasetBuildError(f"{manifest}: no demo corpus manifest (build it with dataset_scripts.demo_corpus)")
+        raise DatasetError(f"{manifest}: no demo corpus manifest (build it with dataset_scripts.demo_corpus)")
     records = []
     for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise DatasetBuildError(f"{manifest}, row {number}: not JSON ({err})") from err
+                raise DatasetError(f"{manifest}, row {number}: not JSON ({err})") from err
     return records
 
 
@@ -169,15 +147,14 @@ def rows_for(record: dict, corpus_dir: Path) -> tuple[dict, dict]:
     """(captioning row, mv_description row) of one clip."""
     audio_path = corpus_dir / record["audio"]
     if not audio_path.is_file():
-        raise DatasetBuildError(f"{audio_path}: audio file of clip {record['clip_id']} is missing")
+        raise DatasetError(f"{audio_path}: audio file of clip {record['clip_id']} is missing")
     audio = {"bytes": audio_path.read_bytes(), "path": audio_path.name}
     artist = record.get("artist") or record["source_package"]
     common = {"song_id": record["clip_id"], "artist": artist, "audio": audio}
-    mv_type = mv_type_for(record["genre"], record["analysis"]["tempo_bpm"])
-    assert mv_type in load_mv_types()
+    type_name = mv_type_for(record["genre"], record["analysis"]["tempo_bpm"])
     caption = {**common, "caption": render_caption(record), "caption_source": "rendered_from_tags"}
-    mv = {**common, "genre_tags": list(record["genre_tags"]), "mv_type": mv_type, "lyrics_understanding": None,
-          "description": render_description(record, mv_type)}
+    mv = {**common, "genre_tags": list(record["genre_tags"]), "mv_type": type_name, "lyrics_understanding": None,
+          **description_columns(render_description(record, type_name))}
     return caption, mv
 
 

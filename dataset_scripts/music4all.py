@@ -31,25 +31,23 @@ import json
 import time
 from pathlib import Path
 
-from dataset_scripts.hf_dataset import (
+import soundfile
+from tqdm.auto import tqdm
+
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, description_columns
+from m2mv.data.taxonomy import canonical_mv_type
+from m2mv.data.writing import (
     DEFAULT_RATIOS,
     DEFAULT_SEED,
     BuildReport,
-    DatasetBuildError,
     dataset_card,
     describe_splits,
     write_card,
     write_configs,
 )
-from m2mv.schema import CAPTIONING, MV_DESCRIPTION
-from m2mv.taxonomy import load_mv_types
-from processing_m2mv import (
-    FRAME_STEP_SECONDS,
-    format_mv_description,
-    frame_boundaries,
-    parse_mv_description,
-    parse_timestamp,
-)
+from m2mv.errors import DatasetError
+from mv_format_m2mv import FRAME_STEP_SECONDS, format_mv_description, frame_boundaries, parse_mv_description, \
+    parse_timestamp
 
 CLIP_SECONDS = 30.0
 TABLES = {"information": "id_information.csv", "genres": "id_genres.csv", "tags": "id_tags.csv",
@@ -64,7 +62,7 @@ class _Problems:
 
     def __call__(self, message: str, song_id: str | None = None) -> None:
         if not self.skip_bad:
-            raise DatasetBuildError(message)
+            raise DatasetError(message)
         self.skipped.append(message)
         if song_id is not None:
             self.bad_ids.add(song_id)
@@ -73,12 +71,12 @@ class _Problems:
 def read_table(path: Path, problems: _Problems) -> dict[str, dict]:
     """A Music4All tab-separated table -> id -> row; duplicate ids are an error."""
     if not path.is_file():
-        raise DatasetBuildError(f"{path}: Music4All table missing")
+        raise DatasetError(f"{path}: Music4All table missing")
     rows: dict[str, dict] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         if not reader.fieldnames or "id" not in reader.fieldnames:
-            raise DatasetBuildError(f"{path}: expected a tab-separated table with an 'id' column, got "
+            raise DatasetError(f"{path}: expected a tab-separated table with an 'id' column, got "
                                     f"{reader.fieldnames}")
         for number, row in enumerate(reader, start=2):
             song_id = (row.get("id") or "").strip()
@@ -94,7 +92,7 @@ def read_table(path: Path, problems: _Problems) -> dict[str, dict]:
 def read_jsonl(path: Path, problems: _Problems) -> dict[str, tuple[int, dict]]:
     """A user JSONL file -> id -> (row number, object); duplicates and malformed rows are errors."""
     if not path.is_file():
-        raise DatasetBuildError(f"{path}: no such file")
+        raise DatasetError(f"{path}: no such file")
     out: dict[str, tuple[int, dict]] = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -120,26 +118,26 @@ def _seconds(value, where: str) -> float:
     try:
         return parse_timestamp(str(value))
     except ValueError as err:
-        raise DatasetBuildError(f"{where}: {err}") from None
+        raise DatasetError(f"{where}: {err}") from None
 
 
 def description_from_frame_captions(obj: dict, where: str, duration: float = CLIP_SECONDS) -> str:
     """Overview + per-frame captions with timestamps -> the MV format on the 2-s grid."""
     overview = str(obj.get("overview") or "").strip()
     if not overview:
-        raise DatasetBuildError(f"{where}: empty overview")
+        raise DatasetError(f"{where}: empty overview")
     captions = []
     for index, frame in enumerate(obj.get("frames") or []):
         start, end = _seconds(frame.get("start"), f"{where}, frame {index}"), _seconds(frame.get("end"),
                                                                                         f"{where}, frame {index}")
         text = str(frame.get("caption") or "").strip()
         if end <= start:
-            raise DatasetBuildError(f"{where}, frame {index}: end {end:g} s is not after start {start:g} s")
+            raise DatasetError(f"{where}, frame {index}: end {end:g} s is not after start {start:g} s")
         if not text:
-            raise DatasetBuildError(f"{where}, frame {index}: empty caption")
+            raise DatasetError(f"{where}, frame {index}: empty caption")
         captions.append((start, end, text))
     if not captions:
-        raise DatasetBuildError(f"{where}: no frame captions")
+        raise DatasetError(f"{where}: no frame captions")
     frames = []
     for start, end in frame_boundaries(duration, FRAME_STEP_SECONDS):
         texts = list(dict.fromkeys(t for s, e, t in captions if s < end and e > start))
@@ -154,8 +152,6 @@ def _split_list(text: str | None) -> list[str]:
 
 def _verify_audio(path: Path) -> str | None:
     """None when the MP3 decodes completely, else the reason."""
-    import soundfile
-
     if not path.is_file():
         return "missing audio file"
     try:
@@ -186,13 +182,11 @@ def build_music4all(
     progress: bool = True,
 ) -> BuildReport:
     """Build both configs from a Music4All folder and the user's files (see the module docstring)."""
-    from tqdm.auto import tqdm
-
     root, out_dir = Path(music4all_dir), Path(out_dir)
     if not root.is_dir():
-        raise DatasetBuildError(f"{root}: no such Music4All folder")
+        raise DatasetError(f"{root}: no such Music4All folder")
     if (frame_captions is None) == (descriptions is None):
-        raise DatasetBuildError("give exactly one of frame_captions (per-frame captions) or descriptions")
+        raise DatasetError("give exactly one of frame_captions (per-frame captions) or descriptions")
     problems = _Problems(skip_bad)
     tables = {name: read_table(root / file, problems) for name, file in TABLES.items()}
     ids = set(tables["information"])
@@ -207,7 +201,6 @@ def build_music4all(
     user_captions = read_jsonl(Path(captions), problems) if captions else {}
     types = read_jsonl(Path(mv_types), problems) if mv_types else {}
     lyrics = read_jsonl(Path(lyrics_understanding), problems) if lyrics_understanding else {}
-    known_types = {t.casefold(): t for t in load_mv_types()}
     for extra_file, entries in ((targets_file, targets), (captions, user_captions), (mv_types, types),
                                 (lyrics_understanding, lyrics)):
         for song_id, (number, _) in entries.items():
@@ -228,31 +221,30 @@ def build_music4all(
             else:
                 description = str(target.get("description") or "").strip()
                 if not description:
-                    raise DatasetBuildError(f"{where}: empty description")
+                    raise DatasetError(f"{where}: empty description")
                 parsed = parse_mv_description(description)
                 if not parsed.is_valid:
-                    raise DatasetBuildError(f"{where}: malformed description ({'; '.join(parsed.problems)})")
+                    raise DatasetError(f"{where}: malformed description ({'; '.join(parsed.problems)})")
             mv_type = None
             if song_id in types:
                 number, obj = types[song_id]
-                raw = str(obj.get("mv_type") or "")
-                if raw.strip().casefold() not in known_types:
-                    raise DatasetBuildError(f"{mv_types}, row {number}: unknown MV type {raw!r}; known types: "
-                                            f"{', '.join(load_mv_types())}")
-                mv_type = known_types[raw.strip().casefold()]
+                try:
+                    mv_type = canonical_mv_type(str(obj.get("mv_type") or ""))
+                except ValueError as err:
+                    raise DatasetError(f"{mv_types}, row {number}: {err}") from None
             lyric = None
             if song_id in lyrics:
                 number, obj = lyrics[song_id]
                 lyric = str(obj.get("text") or "").strip()
                 if not lyric:
-                    raise DatasetBuildError(f"{lyrics_understanding}, row {number}: empty lyrics understanding")
+                    raise DatasetError(f"{lyrics_understanding}, row {number}: empty lyrics understanding")
             audio_path = root / "audios" / f"{song_id}.mp3"
             if verify_audio and (reason := _verify_audio(audio_path)):
-                raise DatasetBuildError(f"{audio_path}: {reason}")
+                raise DatasetError(f"{audio_path}: {reason}")
             genres = _split_list(tables["genres"][song_id].get("genres"))
             if not genres:
-                raise DatasetBuildError(f"{root / TABLES['genres']}: song id {song_id!r} has no genres")
-        except DatasetBuildError as err:
+                raise DatasetError(f"{root / TABLES['genres']}: song id {song_id!r} has no genres")
+        except DatasetError as err:
             problems(str(err), song_id)
             continue
         tags = _split_list(tables["tags"][song_id].get("tags"))
@@ -265,10 +257,10 @@ def build_music4all(
             source = "rendered_from_tags"
         caption_rows.append({**common, "caption": caption, "caption_source": source})
         mv_rows.append({**common, "genre_tags": genres, "mv_type": mv_type, "lyrics_understanding": lyric,
-                        "description": description})
+                        **description_columns(description)})
         seconds += CLIP_SECONDS
     if not mv_rows:
-        raise DatasetBuildError(f"{root}: no song has both Music4All data and an MV target; nothing to write")
+        raise DatasetError(f"{root}: no song has both Music4All data and an MV target; nothing to write")
 
     report = write_configs(out_dir, {CAPTIONING: caption_rows, MV_DESCRIPTION: mv_rows}, split_by, ratios, seed,
                            seconds, problems.skipped, progress=progress)
@@ -313,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_music4all(args.music4all, args.out, args.frame_captions, args.descriptions, args.captions,
                                  args.mv_types, args.lyrics_understanding, args.split_by, seed=args.seed,
                                  skip_bad=args.skip_bad, verify_audio=not args.no_verify_audio)
-    except DatasetBuildError as err:
+    except DatasetError as err:
         print(f"error: {err}")
         return 1
     print(report.summary())

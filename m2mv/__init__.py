@@ -1,12 +1,13 @@
 """m2mv: music in, a music-video description out.
 
 The model itself lives in the top-level remote-code files (``configuration_m2mv``, ``modeling_m2mv``,
-``processing_m2mv``) that travel with every checkpoint; this package holds the tools around it: the MV-type
-taxonomy, the checkpoint converter and the command line.
+``feature_extraction_m2mv``, ``mv_format_m2mv``, ``processing_m2mv``) that travel with every checkpoint; this package
+holds the tools around it, in layers that import only downwards:
+
+- ``m2mv.data``: the data layer (taxonomy, dataset contract, one reader, writers, embeddings, cache);
+- ``m2mv.checkpoints``: building, loading and describing checkpoints (converter, tiny ones, cards);
+- ``m2mv.inference``, ``m2mv.training``, ``m2mv.evaluation``: describing music, training, the benchmark;
+- ``m2mv.demo``: the one-command demo; ``m2mv.cli``: the ``m2mv`` command, which nothing imports.
 """
 
-from m2mv.taxonomy import load_mv_types
-
-__version__ = "0.1.0"
-
-__all__ = ["load_mv_types", "__version__"]
+__version__ = "0.2.0"

@@ -2,7 +2,8 @@
 
 :func:`group_beats` is the one grouping rule, used on detected beats by :func:`beat_frame_boundaries`
 (``m2mv describe --align beats``, ``m2mv benchmark --align beats``) and on the demo corpus's stored beats by
-``dataset_scripts/demo_dataset.py``. librosa (the beat tracker) is imported lazily.
+``dataset_scripts/demo_dataset.py``. librosa (the beat tracker, an optional extra: ``m2mv[data]``) is imported
+where beats are detected, so that fixed frames need no librosa.
 """
 
 from __future__ import annotations
@@ -12,27 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 ALIGN_MODES = ("fixed", "beats")  # frame boundaries: fixed 2-s steps, or beat-aligned (listed in the prompt)
-BOUNDARY_TOLERANCE_S = 0.01  # the MV timestamps' precision: frame boundaries closer than this are the same
-
-
-def check_align(align: str) -> None:
-    """``align`` is a known mode; ``beats`` needs librosa (checked before any model loads). ValueError otherwise."""
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
-    if align == "beats":
-        try:
-            import librosa  # noqa: F401
-        except ImportError as err:
-            raise ValueError("--align beats needs librosa: pip install 'm2mv[data]'") from err
-
-
-def check_processor_lists_frames(processor, model_dir) -> None:
-    """The checkpoint's processor can list frames in the prompt (its remote code may predate them)."""
-    try:
-        processor.build_prompt(frame_boundaries=[(0.0, 2.0)])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{model_dir}: this checkpoint's processor cannot list frames in the prompt ({err}); "
-                         "use --align fixed or re-save it with the current processing_m2mv.py") from err
 
 
 class NoBeatsError(ValueError):

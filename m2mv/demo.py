@@ -6,7 +6,8 @@ On the built-in demo corpus (real music from Debian packages, synthetic descript
 1. builds the corpus (cached) and its dataset (Parquet + card);
 2. builds the demo checkpoint: the real SmolLM2-135M-Instruct LM + ImageBind's audio architecture with RANDOM
    weights (no ImageBind weights can be had here) + a fresh adaptor, and precomputes the encoder's embeddings;
-3. trains stage 1 (adaptor, captioning) and stage 2 (adaptor + LoRA, MV descriptions) with train_sft.py;
+3. trains stage 1 (adaptor, captioning) and stage 2 (adaptor + LoRA, MV descriptions) with ``m2mv train`` and the
+   packaged demo configs;
 4. runs the benchmark with the paper's input ablation (BLEU-1/4, ROUGE-L, BERTScore with all-MiniLM-L6-v2) and,
    in the full run, once more with all inputs on beat-aligned frames (``align="beats"``: the "on beat" column);
 5. describes one demo clip as text and as JSON;
@@ -16,14 +17,18 @@ short for a whole description: its outputs do not parse; the full run generates 
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from dataset_scripts.demo_corpus import build_demo_corpus
+from dataset_scripts.demo_dataset import build_demo_dataset
+from m2mv.checkpoints.loading import demo_checkpoint, load_checkpoint
+from m2mv.data.embeddings import compute_embeddings
+from m2mv.data.fileio import atomic_write_json
+from m2mv.evaluation.benchmark import format_table, run_benchmark
+from m2mv.inference import describe_files
 
 
 def _step(title: str) -> float:
@@ -32,26 +37,20 @@ def _step(title: str) -> float:
 
 
 def _train(stage: int, base: Path, dataset: Path, out: Path, quick: bool) -> Path:
-    config = REPO / "configs" / "demo" / f"stage{stage}.yaml"
-    command = [sys.executable, str(REPO / "train_sft.py"), "--config", str(config), "--model_name_or_path",
+    """One stage with the packaged demo config, as ``m2mv train`` in its own process (its memory is freed after)."""
+    command = [sys.executable, "-m", "m2mv", "train", "--config", f"demo/stage{stage}", "--model_name_or_path",
                str(base), "--dataset_path", str(dataset), "--output_dir", str(out)]
     if quick:
         command += ["--num_train_epochs", "1", "--max_train_samples", "12", "--max_eval_samples", "4"]
     if (out / "config.json").is_file():
         print(f"stage {stage}: already trained in {out} (delete it to retrain)")
         return out
-    subprocess.run(command, check=True, cwd=REPO)
+    subprocess.run(command, check=True)
     return out
 
 
 def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
     """Run the whole demo; returns the paths of its outputs."""
-    from dataset_scripts.demo_corpus import build_demo_corpus
-    from dataset_scripts.demo_dataset import build_demo_dataset
-    from dataset_scripts.embeddings import compute_embeddings
-    from m2mv.benchmark import format_table, run_benchmark
-    from m2mv.cli import demo_checkpoint, describe
-
     start = time.time()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +67,7 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
 
     t = _step("2/5 demo checkpoint (real SmolLM2-135M + RANDOM-weight ImageBind audio branch) and embeddings")
     base = demo_checkpoint()
-    compute_embeddings(base, out / "dataset", progress=False)
+    compute_embeddings(*load_checkpoint(base), out / "dataset", progress=False)
     paths["base_checkpoint"] = str(base)
     print(f"({time.time() - t:.0f} s)")
 
@@ -92,9 +91,9 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
 
     t = _step("5/5 describe one demo clip")
     clip = sorted((manifest.parent / "clips").glob("*.flac"))[0]
-    described = describe([clip], stage2, max_new_tokens=96 if quick else None)[0]  # None: the paper's 512
+    described = describe_files([clip], stage2, max_new_tokens=96 if quick else None)[0]  # None: the paper's 512
     print(described.get("text") or described.get("error"))
-    (out / "description.json").write_text(json.dumps(described, indent=2, ensure_ascii=False))
+    atomic_write_json(out / "description.json", described, indent=2)
     paths["description"] = str(out / "description.json")
     print(f"({time.time() - t:.0f} s)")
 
@@ -102,17 +101,3 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
     for name, path in paths.items():
         print(f"  {name:16s} {path}")
     return {"paths": paths, "results": results, "results_beats": beats}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="m2mv demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo-output")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    run_demo(args.out, args.quick)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,7 +13,7 @@ import torch
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random m2mv checkpoint (1 audio token) written by m2mv.convert."""
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m2mv-tiny-random", num_audio_tokens=1)
 
@@ -21,7 +21,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_checkpoint_3tok(tmp_path_factory):
     """A tiny random m2mv checkpoint keeping the 3 clip embeddings as 3 audio tokens."""
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt3") / "m2mv-tiny-random-3tok", num_audio_tokens=3)
 

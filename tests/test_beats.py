@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m2mv.beats import NoBeatsError, beat_frame_boundaries, group_beats
-from m2mv.cli import boundary_problem
+from mv_format_m2mv import frame_boundary_problem as boundary_problem
 
 RATE = 22050
 

@@ -1,6 +1,7 @@
-"""The benchmark runner (m2mv/benchmark.py) on the tiny random checkpoint and a small local mv_description dataset.
+"""The benchmark runner (m2mv/evaluation/benchmark.py) on the tiny random checkpoint and a small local mv_description
+dataset.
 
-The dataset is written here the way dataset_scripts writes one (Parquet shards with m2mv.schema's features, audio as
+The dataset is written here the way dataset_scripts writes one (Parquet shards with m2mv.data.schema's features, audio as
 encoded bytes): short synthetic signals and pieces of the real demo OGG. Generation is greedy with a few new tokens.
 """
 
@@ -13,14 +14,27 @@ import numpy as np
 import pytest
 import soundfile
 
-from m2mv.benchmark import (ABLATION, BenchmarkError, append_records, format_table, load_metric, load_split, main,
-                            read_predictions, run_benchmark)
-from m2mv.schema import CAPTIONING, MV_DESCRIPTION, features
-from m2mv.taxonomy import load_mv_types
-from processing_m2mv import MVFrame, format_mv_description, frame_boundaries
+from m2mv.cli import main as m2mv_main
+from m2mv.data.fileio import append_jsonl as append_records
+from m2mv.data.loading import load_split as load_any_split
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, features
+from m2mv.errors import BenchmarkError, DatasetError
+from m2mv.evaluation.benchmark import format_table, load_metric, read_predictions, run_benchmark
+from m2mv.evaluation.conditions import ABLATION
+from m2mv.data.taxonomy import load_mv_types
+from mv_format_m2mv import MVFrame, format_mv_description, frame_boundaries
 from test_beats import click_track
 
 DEMO = Path(__file__).parent / "data" / "openmsx-chemistry-lab-30s.ogg"
+
+
+def main(argv: list[str]) -> int:
+    """``m2mv benchmark ARGV``."""
+    return m2mv_main(["benchmark", *argv])
+
+
+def load_split(dataset, split: str):
+    return load_any_split(dataset, MV_DESCRIPTION, split)
 
 
 def _encoded(signal: np.ndarray, rate: int, fmt: str) -> bytes:
@@ -230,7 +244,7 @@ def test_save_to_disk_folders_load_too(dataset_dir, tmp_path):
     datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "saved"))
     again = load_split(tmp_path / "saved", "test")
     assert again["song_id"] == ds["song_id"] and isinstance(again[0]["audio"]["bytes"], bytes)
-    with pytest.raises(BenchmarkError, match="has no split 'train'; it has: test"):
+    with pytest.raises(DatasetError, match="has no split 'train'; it has: test"):
         load_split(tmp_path / "saved", "train")
 
 
@@ -278,16 +292,17 @@ def test_align_beats_prompts_with_beat_frames_and_scores_on_beat(checkpoint, bea
                                                                  monkeypatch):
     from huggingface_hub import ModelCard
 
-    from m2mv import benchmark
+    from m2mv import inference
 
     prompts = {}
-    real_prompt = benchmark._prompt
+    real_prepare = inference._prepare
 
-    def spy(processor, record, row, align):
-        prompts[record["index"]] = prompt = real_prompt(processor, record, row, align)
-        return prompt
+    def spy(processor, request, align, beat_fallback):
+        prepared = real_prepare(processor, request, align, beat_fallback)
+        prompts[int(request.name.split()[1])] = prepared[2]  # request names are "row <index> (...)"
+        return prepared
 
-    monkeypatch.setattr(benchmark, "_prompt", spy)
+    monkeypatch.setattr(inference, "_prepare", spy)
     out = tmp_path / "bench"
     args = ["--model", str(checkpoint), "--dataset", str(beats_dir), "--output-dir", str(out), "--greedy",
             "--max-new-tokens", "6", "--batch-size", "2", "--bertscore-model", "none", "--no-progress"]
@@ -346,19 +361,18 @@ def test_align_beats_prompts_with_beat_frames_and_scores_on_beat(checkpoint, bea
 def test_the_demo_adds_a_beat_aligned_pass_only_in_the_full_run(tmp_path, monkeypatch, capsys, quick):
     from types import SimpleNamespace
 
-    import dataset_scripts.demo_corpus as demo_corpus
-    import dataset_scripts.demo_dataset as demo_dataset
-    import dataset_scripts.embeddings as embeddings
-    from m2mv import benchmark, cli, demo
+    from m2mv import demo
+    from m2mv.evaluation.conditions import run_key
 
     clips = tmp_path / "corpus" / "clips"
     clips.mkdir(parents=True)
     (clips / "a.flac").write_bytes(b"")
-    monkeypatch.setattr(demo_corpus, "build_demo_corpus", lambda *a, **k: clips.parent / "manifest.jsonl")
-    monkeypatch.setattr(demo_dataset, "build_demo_dataset", lambda *a, **k: SimpleNamespace(summary=lambda: ""))
-    monkeypatch.setattr(embeddings, "compute_embeddings", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "demo_checkpoint", lambda: tmp_path / "base")
-    monkeypatch.setattr(cli, "describe", lambda *a, **k: [{"text": "described"}])
+    monkeypatch.setattr(demo, "build_demo_corpus", lambda *a, **k: clips.parent / "manifest.jsonl")
+    monkeypatch.setattr(demo, "build_demo_dataset", lambda *a, **k: SimpleNamespace(summary=lambda: ""))
+    monkeypatch.setattr(demo, "load_checkpoint", lambda *a, **k: (None, None))
+    monkeypatch.setattr(demo, "compute_embeddings", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "demo_checkpoint", lambda: tmp_path / "base")
+    monkeypatch.setattr(demo, "describe_files", lambda *a, **k: [{"text": "described"}])
     monkeypatch.setattr(demo, "_train", lambda stage, base, dataset, out, quick: out)
     calls = []
     metric = {"num_examples": 2, "bleu_signature": "sig", "rouge_tokenizer": "tok", "text_mode": "whole",
@@ -366,10 +380,10 @@ def test_the_demo_adds_a_beat_aligned_pass_only_in_the_full_run(tmp_path, monkey
 
     def fake_benchmark(model, dataset, **kwargs):
         calls.append(kwargs)
-        keys = [benchmark.run_key(c, kwargs.get("align", "fixed")) for c in kwargs.get("conditions") or ["all"]]
+        keys = [run_key(c, kwargs.get("align", "fixed")) for c in kwargs.get("conditions") or ["all"]]
         return SimpleNamespace(metrics={key: metric for key in keys})
 
-    monkeypatch.setattr(benchmark, "run_benchmark", fake_benchmark)
+    monkeypatch.setattr(demo, "run_benchmark", fake_benchmark)
     returned = demo.run_demo(tmp_path / "out", quick=quick)
     assert [c.get("align", "fixed") for c in calls] == (["fixed"] if quick else ["fixed", "beats"])
     assert calls[0]["ablation"] is True and calls[0]["output_dir"] == tmp_path / "out" / "benchmark"
@@ -382,7 +396,7 @@ def test_the_demo_adds_a_beat_aligned_pass_only_in_the_full_run(tmp_path, monkey
 
 
 def _span(seconds: float) -> str:
-    from processing_m2mv import format_timestamp
+    from mv_format_m2mv import format_timestamp
 
     return format_timestamp(seconds)
 
@@ -399,7 +413,7 @@ def test_align_mismatch_and_unknown_align_are_refused(checkpoint, beats_dir, tmp
 
 
 def test_run_keys_and_labels():
-    from m2mv.benchmark import results_file_name, run_key, run_label, split_key
+    from m2mv.evaluation.conditions import results_file_name, run_key, run_label, split_key
 
     assert run_key("all") == "all" and run_key("music_only", "beats") == "music_only-beats"
     assert split_key("music_only-beats") == ("music_only", "beats") and split_key("mv_type") == ("mv_type", "fixed")

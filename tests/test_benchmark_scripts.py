@@ -1,7 +1,6 @@
 """The benchmark scripts' measuring code on a CPU at tiny size (their figures come from running them, not here)."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -54,9 +53,9 @@ def test_encoder_probe_separates_clusters_and_not_random_labels():
 def test_encoder_probe_runs_on_a_dataset(tiny_checkpoint, tmp_path):
     import json
 
-    from m2mv import training
+    from m2mv.training.toy import write_toy_dataset
 
-    data = training.write_toy_dataset(tmp_path / "toy", n_train=12, n_eval=6, seconds=3.0)
+    data = write_toy_dataset(tmp_path / "toy", n_train=12, n_eval=6, seconds=3.0)
     out = tmp_path / "probe.json"
     assert load_script("encoder_probe").main(["--model", str(tiny_checkpoint), "--dataset", str(data),
                                               "--label", "mv_type", "--json-out", str(out)]) == 0

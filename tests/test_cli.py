@@ -92,12 +92,12 @@ def test_resumable_out_skips_done_files_and_retries_failed_ones(tiny_checkpoint,
     import numpy as np
     import soundfile as sf
 
-    from m2mv import cli
+    from m2mv import inference
 
     described = []
-    real = cli._describe_one
-    monkeypatch.setattr(cli, "_describe_one", lambda model, processor, path, *rest: (
-        described.append(path.name), real(model, processor, path, *rest))[1])
+    real = inference.describe_batch
+    monkeypatch.setattr(inference, "describe_batch", lambda model, processor, requests, *rest, **kwargs: (
+        described.extend(Path(r.name).name for r in requests), real(model, processor, requests, *rest, **kwargs))[1])
     songs = tmp_path / "songs"
     songs.mkdir()
     for name in ("a.wav", "b.wav"):
@@ -145,3 +145,97 @@ def test_resumable_out_skips_done_files_and_retries_failed_ones(tiny_checkpoint,
     # other settings are other results: nothing is skipped
     assert main(run[:-2] + ["--genre", "pop", "--out", str(out)]) == 0
     assert sorted(described) == ["a.wav", "b.wav", "c.mp3"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input: one line naming the file and the problem, a non-zero exit, no traceback (unless --debug)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_weights_file(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_checkpoint, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert main(["describe", str(DEMO), "--model", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{weights}: not a readable safetensors file, truncated or corrupt" in line
+    assert main(["--debug", "describe", str(DEMO), "--model", str(folder)]) == 2
+    assert "Traceback" in capsys.readouterr().err  # --debug shows where it came from
+
+
+def test_a_text_file_named_mp3_is_reported_as_what_it_is(tiny_checkpoint, tmp_path, capsys):
+    fake = tmp_path / "notes.mp3"
+    fake.write_text("these are my lyrics, not audio\n")
+    assert main(["describe", str(fake), "--model", str(tiny_checkpoint), "--greedy", "--max-new-tokens", "2"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{fake}: unreadable audio (not a recognised audio format" in line and "does not exist" not in line
+
+
+def test_convert_refuses_a_pickled_checkpoint_in_one_line(tmp_path, capsys):
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pickle code ran')",))
+
+    evil = tmp_path / "imagebind_huge.pth"
+    torch.save({"x": Payload()}, evil)
+    assert main(["convert", "--lm", str(tmp_path), "--imagebind", str(evil), "--out", str(tmp_path / "out")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(evil) in line and "weights_only=True" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_conflicting_or_missing_convert_flags_are_refused(tmp_path, capsys):
+    from m2mv.cli import convert_main
+
+    assert main(["convert", "--tiny", "--imagebind", "imagebind_huge.pth", "--out", str(tmp_path / "a")]) == 2
+    assert "--tiny writes a tiny random checkpoint and takes no --imagebind" in _one_error_line(capsys.readouterr().err)
+    assert convert_main(["--out", str(tmp_path / "b")]) == 2  # the m2mv-convert script: the same command
+    assert "give --lm (and optionally --imagebind), or --tiny" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_missing_model_folder_and_lyrics_file_are_one_line(tmp_path, capsys):
+    assert main(["describe", str(DEMO), "--model", str(tmp_path / "nowhere")]) == 2
+    assert f"model folder {tmp_path / 'nowhere'} does not exist" in _one_error_line(capsys.readouterr().err)
+    assert main(["describe", str(DEMO), "--lyrics", str(tmp_path / "lyrics.txt")]) == 2
+    assert f"--lyrics {tmp_path / 'lyrics.txt'}: no such file" in _one_error_line(capsys.readouterr().err)
+
+
+def test_configs_lists_the_packaged_configs(capsys):
+    from m2mv.training.args import configs_dir, resolve_config
+
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert {"stage1", "stage2", "demo/stage1", "tiny/stage2", "accelerate/fsdp"} <= set(listed)
+    assert resolve_config("tiny/stage1") == configs_dir() / "tiny" / "stage1.yaml"
+    assert main(["train", "--config", "stage9"]) == 2
+    assert "--config stage9: no such file, and no packaged config of that name" in \
+        _one_error_line(capsys.readouterr().err)
+
+
+def test_train_with_an_accelerate_config_launches_accelerate():
+    """The launch line: accelerate's own options (unknown to the stage's dataclasses) go before the module."""
+    import sys
+
+    from m2mv.cli.train import accelerate_command
+    from m2mv.training.args import configs_dir
+
+    command = accelerate_command(["--accelerate_config", "fsdp", "--config", "stage2", "--num_processes", "8",
+                                  "--output_dir", "out"])
+    assert command[:5] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(configs_dir() / "accelerate" / "fsdp.yaml")]
+    launch, stage = command[5:command.index("-m", 5)], command[command.index("-m", 5):]
+    assert launch == ["--num_processes", "8"]
+    assert stage == ["-m", "m2mv", "train", "--config", str(configs_dir() / "stage2.yaml"), "--output_dir", "out"]
+    assert accelerate_command(["--config", "stage2"]) is None

@@ -16,10 +16,11 @@ import pytest
 import soundfile as sf
 import yaml
 
-from dataset_scripts.hf_dataset import DatasetBuildError, assign_split, push_to_hub, split_rows
-from m2mv.schema import CAPTIONING, MV_DESCRIPTION, missing_columns
-from m2mv.taxonomy import load_mv_types
-from processing_m2mv import parse_mv_description
+from m2mv.data.writing import assign_split, push_to_hub, split_rows
+from m2mv.errors import DatasetError
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, missing_columns
+from m2mv.data.taxonomy import load_mv_types
+from mv_format_m2mv import parse_mv_description
 
 
 def _fake_corpus(folder: Path, n: int = 12, seconds: float = 10.0) -> Path:
@@ -149,7 +150,7 @@ def test_about_half_of_the_clips_get_beat_frames_deterministically():
 def test_beat_aligned_descriptions_parse_on_the_grouped_beats(seconds, period):
     from dataset_scripts.demo_dataset import render_description
     from m2mv.beats import group_beats
-    from processing_m2mv import frame_boundaries
+    from mv_format_m2mv import frame_boundaries
 
     beats = [round(t, 3) for t in np.arange(period / 2, seconds, period)]
     records = [_record(f"clip-{i}", seconds, beats) for i in range(12)]
@@ -205,7 +206,7 @@ def test_card_counts_the_beat_aligned_descriptions(built):
 def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
     corpus = _fake_corpus(tmp_path / "corpus", n=12, seconds=4.0)
     script = (  # one row per shard, and a pause after each shard so that the kill lands mid-build
-        "import sys, time; from dataset_scripts import demo_dataset as d, hf_dataset as h\n"
+        "import sys, time; from dataset_scripts import demo_dataset as d; from m2mv.data import writing as h\n"
         "write_config, write_shard = h.write_config, h.write_parquet_shard\n"
         "h.write_parquet_shard = lambda *a: (write_shard(*a), time.sleep(float(sys.argv[3])))\n"
         "h.write_config = lambda *a, **k: write_config(*a, **{**k, 'shard_rows': 1})\n"
@@ -236,15 +237,15 @@ def test_build_resumes_after_a_kill_with_identical_output(tmp_path):
 def test_bad_corpus_input_names_the_file(tmp_path):
     from dataset_scripts.demo_dataset import build_demo_dataset
 
-    with pytest.raises(DatasetBuildError, match="manifest.jsonl: no demo corpus manifest"):
+    with pytest.raises(DatasetError, match="manifest.jsonl: no demo corpus manifest"):
         build_demo_dataset(tmp_path, tmp_path / "out", progress=False)
     corpus = _fake_corpus(tmp_path / "c", n=2)
     (corpus / "clips" / "pkg1--track-1--0000000.flac").unlink()
-    with pytest.raises(DatasetBuildError, match="pkg1--track-1--0000000.flac: audio file of clip"):
+    with pytest.raises(DatasetError, match="pkg1--track-1--0000000.flac: audio file of clip"):
         build_demo_dataset(corpus, tmp_path / "out2", progress=False)
     with open(corpus / "manifest.jsonl", "a") as manifest:
         manifest.write("{not json\n")
-    with pytest.raises(DatasetBuildError, match="row 3: not JSON"):
+    with pytest.raises(DatasetError, match="row 3: not JSON"):
         build_demo_dataset(corpus, tmp_path / "out3", progress=False)
 
 
@@ -254,16 +255,17 @@ def test_precomputed_embeddings_match_the_encoder_and_stale_ones_are_refused(bui
     import torch
     from transformers import AutoModel, AutoProcessor
 
-    from dataset_scripts.embeddings import StaleEmbeddingsError, compute_embeddings, load_embeddings
+    from m2mv.data.embeddings import compute_embeddings, load_embeddings
+    from m2mv.errors import StaleEmbeddingsError
 
     out = tmp_path / "ds"
     shutil.copytree(built[0], out)
     model = AutoModel.from_pretrained(tiny_checkpoint, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint, trust_remote_code=True)
     assert load_embeddings(out, model) is None  # none computed yet
-    compute_embeddings(tiny_checkpoint, out, batch_size=4, progress=False)
+    compute_embeddings(model, processor, out, batch_size=4, progress=False)
     embeds = load_embeddings(out, model)
     assert len(embeds) == 12
-    processor = AutoProcessor.from_pretrained(tiny_checkpoint, trust_remote_code=True)
     song = sorted(embeds)[0]
     audio = str(built[2] / "clips" / f"{song}.flac")
     with torch.no_grad():
@@ -307,7 +309,7 @@ def test_push_to_hub_creates_a_private_dataset_repo_with_the_env_token(built, mo
     thread.start()
     try:
         monkeypatch.delenv("HF_TOKEN", raising=False)
-        with pytest.raises(DatasetBuildError, match="needs a token"):
+        with pytest.raises(DatasetError, match="needs a token"):
             push_to_hub(built[0], "me/m2mv-demo")
         monkeypatch.setenv("HF_TOKEN", "hf_test_token")
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")

@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 
 from dataset_scripts import audio_analysis as aa
+from dataset_scripts import corpus_clips as clips
+from dataset_scripts import corpus_sources as sources
 from dataset_scripts import demo_corpus as dc
 
 SR = 22050
@@ -126,47 +128,47 @@ def test_analyse_clip_record():
 
 
 def test_clip_offsets():
-    assert dc.clip_offsets(29.9) == []
-    assert dc.clip_offsets(30.0) == [0.0]
-    assert dc.clip_offsets(60.0) == [15.0]
-    assert dc.clip_offsets(80.0, clips_per_track=2) == [25.0]  # too short for two
-    a, b = dc.clip_offsets(120.0, clips_per_track=2)
+    assert clips.clip_offsets(29.9) == []
+    assert clips.clip_offsets(30.0) == [0.0]
+    assert clips.clip_offsets(60.0) == [15.0]
+    assert clips.clip_offsets(80.0, clips_per_track=2) == [25.0]  # too short for two
+    a, b = clips.clip_offsets(120.0, clips_per_track=2)
     assert (a, b) == (25.0, 65.0) and b >= a + 30
 
 
 def test_cut_clip_length_and_offset():
     sr = 1000
     y = np.arange(100 * sr, dtype=np.float32)[:, None]
-    offset = dc.clip_offsets(100.0)[0]
-    clip = dc.cut_clip(y, sr, offset)
+    offset = clips.clip_offsets(100.0)[0]
+    clip = clips.cut_clip(y, sr, offset)
     assert clip.shape == (30 * sr, 1)
     assert clip[0, 0] == 35 * sr  # the middle: 35 s .. 65 s
     with pytest.raises(ValueError):
-        dc.cut_clip(y, sr, 80.0)
+        clips.cut_clip(y, sr, 80.0)
 
 
 def test_silence_rejection():
-    assert "silent" in dc.silence_reason(np.zeros((1000, 2), np.float32))
-    assert "silent" in dc.silence_reason(np.full(1000, 1e-3, np.float32))  # -60 dBFS
-    assert dc.silence_reason(np.full(1000, 0.1, np.float32)) is None
+    assert "silent" in clips.silence_reason(np.zeros((1000, 2), np.float32))
+    assert "silent" in clips.silence_reason(np.full(1000, 1e-3, np.float32))  # -60 dBFS
+    assert clips.silence_reason(np.full(1000, 0.1, np.float32)) is None
 
 
 def test_audible_span_trims_silent_intro_and_tail():
     sr = 1000
     y = np.zeros(10 * sr, np.float32)
     y[2 * sr : 7 * sr] = 0.5
-    assert dc.audible_span(y, sr) == (2.0, 7.0)
-    assert dc.audible_span(np.zeros(sr), sr) == (0.0, 0.0)
+    assert clips.audible_span(y, sr) == (2.0, 7.0)
+    assert clips.audible_span(np.zeros(sr), sr) == (0.0, 0.0)
 
 
 def test_clip_ids_are_stable():
-    assert dc.make_clip_id("pingus-data", "pingus-3", 37.8499) == "pingus-data--pingus-3--0037850"
-    assert dc.make_clip_id("x", "A Track_name", 0) == "x--a-track-name--0000000"
+    assert clips.make_clip_id("pingus-data", "pingus-3", 37.8499) == "pingus-data--pingus-3--0037850"
+    assert clips.make_clip_id("x", "A Track_name", 0) == "x--a-track-name--0000000"
 
 
 def test_genre_tags():
-    assert dc.genre_tags("orchestral fantasy, Celtic/folk") == ["orchestral fantasy", "Celtic", "folk"]
-    assert all(dc.SOURCES[n].genre for n in dc.SOURCES)
+    assert sources.genre_tags("orchestral fantasy, Celtic/folk") == ["orchestral fantasy", "Celtic", "folk"]
+    assert all(sources.SOURCES[n].genre for n in sources.SOURCES)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ License: GPL-2+
 
 
 def test_dep5_per_file_licences():
-    info = dc.CopyrightInfo.parse(DEP5, "fallback")
+    info = sources.CopyrightInfo.parse(DEP5, "fallback")
     assert info.lookup("music/David01.ogg") == ("CC-BY-3.0", "David Reeves; Manuel Marino")
     assert info.lookup("music/van_theme.ogg")[0] == "CC-BY-3.0"
     assert info.lookup("sound/other.ogg") == ("GPL-2+", "2002-2014, The Team")
@@ -208,7 +210,7 @@ def test_dep5_per_file_licences():
 
 
 def test_non_dep5_copyright_uses_the_package_licence():
-    info = dc.CopyrightInfo.parse("This package was debianized by someone.\nGPL 2 or later.\n", "GPL-2+")
+    info = sources.CopyrightInfo.parse("This package was debianized by someone.\nGPL 2 or later.\n", "GPL-2+")
     assert info.lookup("anything.ogg") == ("GPL-2+", None)
 
 
@@ -232,9 +234,9 @@ def fake_package(tmp_path, monkeypatch):
     sf.write(music / "quiet.flac", np.zeros((40 * sr, 2), np.float32), sr)
     sf.write(music / "short_jingle.flac", y[: 12 * sr], sr)
     (music / "broken.flac").write_bytes(b"fLaC not really")
-    spec = dc.SourceSpec("fake-music", "ogg", ("usr/share/games/fake/music/*.flac",), "test pop, rock", "GPL-2+",
-                         small_tracks=5)
-    monkeypatch.setitem(dc.SOURCES, "fake-music", spec)
+    spec = sources.SourceSpec("fake-music", "ogg", ("usr/share/games/fake/music/*.flac",), "test pop, rock", "GPL-2+",
+                              small_tracks=5)
+    monkeypatch.setitem(sources.SOURCES, "fake-music", spec)
     monkeypatch.setattr(dc, "fetch_deb", lambda name, deb_dir: (tmp_path / f"{name}.deb", "1.0-1"))
     monkeypatch.setattr(dc, "unpack_deb", lambda deb, dest: root)
     return root
@@ -304,11 +306,11 @@ def test_build_small_subset_from_debian_packages(tmp_path):
         info = sf.info(str(out / r["audio"]))
         assert info.frames == int(round(30 * info.samplerate)) == int(round(r["duration_s"] * r["sample_rate"]))
         assert r["licence"] and r["source_version"] and r["track_title"]
-        assert r["analysis"]["rms_dbfs"] > dc.SILENCE_DBFS
+        assert r["analysis"]["rms_dbfs"] > clips.SILENCE_DBFS
         assert r["analysis"]["tempo_bpm"] > 0 and r["analysis"]["key"]
         if r["source_package"] in ("openttd-openmsx", "pingus-data"):
-            assert r["render"] and r["sample_rate"] == dc.RENDER_RATE
-            assert r["analysis"]["peak_dbfs"] <= dc.RENDER_PEAK_DBFS + 0.01
+            assert r["render"] and r["sample_rate"] == clips.RENDER_RATE
+            assert r["analysis"]["peak_dbfs"] <= clips.RENDER_PEAK_DBFS + 0.01
         assert (out / r["licence_file"]).exists()
     assert (out / "licenses" / f"{dc.SOUNDFONT_PACKAGE}.copyright").exists()
     # a rerun is cached work only

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 import reference_oracles as ro
-from processing_m2mv import AudioInputError, M2MVFeatureExtractor, clip_sample_ranges, load_audio, resample
+from feature_extraction_m2mv import AudioInputError, M2MVFeatureExtractor, clip_sample_ranges, load_audio, resample
 
 FBANK_TOL = 2e-3  # log-mel, before normalisation
 PIPELINE_TOL = 5e-4  # after normalisation (/9.138)

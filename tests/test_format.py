@@ -2,7 +2,7 @@
 
 import pytest
 
-from processing_m2mv import (
+from mv_format_m2mv import (
     MVFrame,
     format_mv_description,
     format_timestamp,

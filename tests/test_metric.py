@@ -16,9 +16,9 @@ import pytest
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from processing_m2mv import MVFrame, format_mv_description, frame_boundaries
+from mv_format_m2mv import MVFrame, format_mv_description, frame_boundaries
 
-METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "m2mv_mv_description"
+METRIC_DIR = Path(__file__).resolve().parent.parent / "m2mv" / "evaluation" / "metrics" / "m2mv_mv_description"
 
 
 @pytest.fixture(scope="module")

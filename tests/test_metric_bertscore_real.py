@@ -9,9 +9,9 @@ from pathlib import Path
 import evaluate
 import pytest
 
-from m2mv.benchmark import default_bertscore_model
+from m2mv.evaluation.benchmark import default_bertscore_model
 
-METRIC_DIR = Path(__file__).resolve().parent.parent / "metrics" / "m2mv_mv_description"
+METRIC_DIR = Path(__file__).resolve().parent.parent / "m2mv" / "evaluation" / "metrics" / "m2mv_mv_description"
 
 
 @pytest.mark.slow

@@ -1,8 +1,14 @@
-"""The model: placeholders, loss masking, generation with/without cache, batching, freezing, dtypes."""
+"""The model: placeholders, loss masking, generation with/without cache, batching, freezing, dtypes, and the
+transformers conventions (cache name, tuple outputs, audio features, attention interface, compile, loading)."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "m2mv-tiny-random-v0.1.0"  # written by m2mv 0.1.0, its code inside
 
 
 def _inputs(processor, audios, rate, **conditioning):
@@ -14,7 +20,7 @@ def test_audio_is_scattered_into_the_placeholder_positions(tiny, music_like):
     model, processor = tiny
     inputs = _inputs(processor, [music_like[0]], music_like[1], mv_type="Animation")
     embeds = model.get_input_embeddings()(inputs["input_ids"])
-    audio = model.get_audio_features(inputs["input_features"])
+    audio = model.get_audio_features(inputs["input_features"]).pooler_output
     mask = model.model.get_placeholder_mask(inputs["input_ids"], embeds, audio)
     merged = embeds.masked_scatter(mask, audio)
     position = (inputs["input_ids"][0] == model.config.audio_token_id).nonzero().item()
@@ -182,3 +188,211 @@ def test_audio_is_encoded_on_the_first_generation_step_only(tiny, music_like):
         assert len(calls) == 6  # without a cache every step re-reads the whole prompt, audio included
     finally:
         handle.remove()
+
+
+# -- transformers conventions ------------------------------------------------------------------------------------
+
+
+def test_old_cache_argument_name_still_feeds_the_cache(tiny, music_like):
+    model, processor = tiny
+    inputs = _inputs(processor, [music_like[0]], music_like[1])
+    next_token = torch.tensor([[7]])
+    mask = torch.cat([inputs["attention_mask"], torch.ones_like(next_token)], dim=1)
+    full = model(input_ids=torch.cat([inputs["input_ids"], next_token], dim=1), input_features=inputs["input_features"],
+                 attention_mask=mask).logits[:, -1]
+    for owner in (model, model.model):  # the head and the base model
+        prefix = model(**inputs, use_cache=True).cache
+        with pytest.warns(FutureWarning, match="`past_key_values` is deprecated"):
+            step = owner(input_ids=next_token, attention_mask=mask, past_key_values=prefix, use_cache=True)
+        logits = step.logits if owner is model else model.lm_head(step.last_hidden_state)
+        torch.testing.assert_close(logits[:, -1], full)
+
+
+def test_return_dict_false_gives_tuples_by_argument_and_by_config(tiny, music_like):
+    model, processor = tiny
+    inputs = _inputs(processor, [music_like[0]], music_like[1])
+    expected = model(**inputs)
+    by_argument = model(**inputs, return_dict=False)
+    assert isinstance(by_argument, tuple)
+    torch.testing.assert_close(by_argument[0], expected.logits)
+    base = model.model(**inputs, return_dict=False)
+    assert isinstance(base, tuple)
+    torch.testing.assert_close(model.lm_head(base[0]), expected.logits)
+    model.config.return_dict = False
+    try:
+        by_config = model(**inputs)
+        features = model.get_audio_features(inputs["input_features"])
+    finally:
+        model.config.return_dict = True
+    assert isinstance(by_config, tuple) and isinstance(features, tuple)
+    torch.testing.assert_close(by_config[0], expected.logits)
+
+
+def test_get_audio_features_returns_an_output_whose_pooler_output_is_the_projected_audio(tiny_checkpoint_3tok,
+                                                                                         music_like):
+    from transformers import AutoModel, AutoProcessor
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    model = AutoModel.from_pretrained(tiny_checkpoint_3tok, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint_3tok, trust_remote_code=True)
+    features = _inputs(processor, [music_like[0]], music_like[1])["input_features"]
+    audio = model.config.audio_config
+    out = model.get_audio_features(features, output_hidden_states=True)
+    assert isinstance(out, BaseModelOutputWithPooling)
+    assert out.pooler_output.shape == (1, 3, model.config.text_config.hidden_size)  # one LM token per clip
+    assert out.last_hidden_state.shape == (1, 3, audio.num_patches + 1, audio.hidden_size)
+    assert len(out.hidden_states) == audio.num_hidden_layers + 1
+    clips = model.audio_tower(features).pooler_output  # the encoder's own pooler_output: per-clip embeddings
+    assert clips.shape == (1, 3, audio.output_dim)
+    torch.testing.assert_close(model.multi_modal_projector(clips), out.pooler_output)
+    precomputed = model.get_audio_features(audio_embeds=clips)  # training's precomputed embeddings skip the encoder
+    torch.testing.assert_close(precomputed.pooler_output, out.pooler_output)
+    as_tuple = model.get_audio_features(features, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[1], out.pooler_output)
+    with pytest.raises(ValueError, match="exactly one of input_features or audio_embeds"):
+        model.get_audio_features(features, audio_embeds=clips)
+
+
+def test_tied_lm_head_has_a_tensor_parallel_plan(tiny):
+    model, _ = tiny
+    assert type(model)._tp_plan == {"lm_head": "colwise_gather_output"}
+    plan = model.tp_plan
+    assert plan["lm_head"] == "colwise_gather_output"
+    assert plan["model.language_model.layers.*.self_attn.q_proj"] == "colwise"  # the LM's own plan, prefixed
+
+
+def test_forward_compiles_as_one_graph_and_static_cache_generation_matches(tiny, music_like):
+    from transformers import StaticCache
+    from transformers.generation import CompileConfig
+
+    model, processor = tiny
+    assert model._can_compile_fullgraph and model.audio_tower._can_compile_fullgraph
+    inputs = _inputs(processor, [music_like[0]], music_like[1])
+    expected = model.generate(**inputs, do_sample=False, max_new_tokens=4, min_new_tokens=4)
+    # fullgraph=True: a graph break is an error. The "eager" backend checks the tracing without a C++ compiler.
+    compile_config = CompileConfig(fullgraph=True, backend="eager", mode=None)
+    compile_config._compile_all_devices = True  # generate compiles the decoding steps on accelerators only otherwise
+    torch._dynamo.reset()
+    try:
+        compiled = model.generate(**inputs, do_sample=False, max_new_tokens=4, min_new_tokens=4,
+                                  cache_implementation="static", compile_config=compile_config)
+        assert hasattr(model, "_compiled_call")
+        assert torch.equal(compiled, expected)
+        # the prefill (audio encoder, placeholder check and scatter) compiles as one graph too
+        forward = torch.compile(model.forward, fullgraph=True, backend="eager")
+        cache = StaticCache(config=model.config.text_config, max_cache_len=inputs["input_ids"].shape[1] + 4)
+        torch.testing.assert_close(forward(**inputs, cache=cache, use_cache=True).logits, model(**inputs).logits)
+    finally:
+        torch._dynamo.reset()
+        for name in ("_compiled_call", "_last_compile_config"):  # generate keeps the compiled forward on the model
+            model.__dict__.pop(name, None)
+
+
+def test_attention_implementation_reaches_the_audio_tower(tiny_checkpoint, music_like):
+    from transformers import AutoProcessor
+
+    from modeling_m2mv import M2MVAudioEncoder, M2MVForConditionalGeneration
+
+    model = M2MVForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint, trust_remote_code=True)
+    features = _inputs(processor, [music_like[0]], music_like[1])["input_features"]
+    attention = model.audio_tower.layers[0].self_attn
+    audio = model.config.audio_config
+    assert attention.config._attn_implementation == "sdpa"
+    sdpa = model.audio_tower(features, output_attentions=True)
+    assert sdpa.attentions == ()  # SDPA computes no attention weights
+    model.set_attn_implementation("eager")
+    assert attention.config._attn_implementation == "eager"
+    eager = model.audio_tower(features, output_attentions=True)
+    assert len(eager.attentions) == audio.num_hidden_layers
+    # one row per token, one column per token plus ImageBind's learned bias key
+    assert eager.attentions[0].shape == (3, audio.num_attention_heads, audio.num_patches + 1, audio.num_patches + 2)
+    torch.testing.assert_close(eager.attentions[0].sum(-1), torch.ones(eager.attentions[0].shape[:-1]))
+    torch.testing.assert_close(eager.pooler_output, sdpa.pooler_output, atol=1e-5, rtol=1e-5)
+    # Declared support: eager, SDPA, flash attention (no mask, one extra key and value). Not flex attention: on a key
+    # one longer than the queries it gives wrong results (torch 2.13, CPU), so it is refused rather than declared.
+    assert M2MVAudioEncoder._supports_sdpa and M2MVAudioEncoder._supports_flash_attn
+    assert not M2MVAudioEncoder._supports_flex_attn and not M2MVForConditionalGeneration._supports_flex_attn
+    with pytest.raises(ValueError, match="flex_attention"):
+        model.set_attn_implementation("flex_attention")
+
+
+def _save_base_model(tiny_checkpoint, folder, change=None):
+    from modeling_m2mv import M2MVForConditionalGeneration
+
+    model = M2MVForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    model.model.save_pretrained(folder)  # an M2MVModel checkpoint: no lm_head, keys without the "model." prefix
+    if change is not None:
+        weights = load_file(folder / "model.safetensors")
+        change(weights)
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return model
+
+
+def test_strict_loading_allows_the_standard_base_and_head_transfer(tiny_checkpoint, tmp_path):
+    from modeling_m2mv import M2MVForConditionalGeneration, M2MVModel
+
+    full = _save_base_model(tiny_checkpoint, tmp_path / "base")
+    head, info = M2MVForConditionalGeneration.from_pretrained(tmp_path / "base", output_loading_info=True)
+    assert info["missing_keys"] == {"lm_head.weight"}  # reported (and initialised), as transformers does
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(head.model.state_dict()[name], tensor), name
+    base, info = M2MVModel.from_pretrained(tiny_checkpoint, output_loading_info=True)  # the head's checkpoint
+    assert info["unexpected_keys"] == {"lm_head.weight"} and not info["missing_keys"]
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(base.state_dict()[name], tensor), name
+    assert not any(p.requires_grad for p in head.audio_tower.parameters())
+
+
+def test_strict_loading_of_a_tied_checkpoint_ties_the_head(tiny_checkpoint, tmp_path):
+    from configuration_m2mv import M2MVConfig
+    from modeling_m2mv import M2MVForConditionalGeneration
+
+    config = M2MVConfig.from_pretrained(tiny_checkpoint)
+    config.text_config.tie_word_embeddings = config.tie_word_embeddings = True
+    M2MVForConditionalGeneration(config).save_pretrained(tmp_path / "tied")
+    assert "lm_head.weight" not in load_file(tmp_path / "tied" / "model.safetensors")
+    model = M2MVForConditionalGeneration.from_pretrained(tmp_path / "tied")
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_strict_loading_still_names_a_missing_real_weight_of_a_base_checkpoint(tiny_checkpoint, tmp_path):
+    from modeling_m2mv import M2MVForConditionalGeneration
+
+    folder = tmp_path / "base"
+    _save_base_model(tiny_checkpoint, folder, lambda w: w.pop("multi_modal_projector.linear.weight"))
+    with pytest.raises(ValueError, match=r"missing keys: model\.multi_modal_projector\.linear\.weight") as err:
+        M2MVForConditionalGeneration.from_pretrained(folder)
+    assert "lm_head" not in str(err.value) and str(folder) in str(err.value)
+
+
+def test_dead_conditioning_switches_are_gone_but_old_configs_load():
+    from configuration_m2mv import M2MVConfig
+
+    legacy = {"use_genre_tags": False, "use_mv_type": True, "use_lyrics_understanding": False}
+    config = M2MVConfig(**legacy)
+    for key in legacy:
+        assert not hasattr(config, key) and key not in config.to_dict()
+
+
+def test_checkpoint_written_by_m2mv_0_1_0_loads_with_the_current_classes():
+    from transformers import AutoModel
+
+    from modeling_m2mv import M2MVForConditionalGeneration
+
+    new = M2MVForConditionalGeneration.from_pretrained(OLD_CHECKPOINT).eval()  # strict (the default)
+    old = AutoModel.from_pretrained(OLD_CHECKPOINT, trust_remote_code=True).eval()  # with its own 0.1.0 code
+    assert type(old).__module__.startswith("transformers_modules.") and type(old) is not type(new)
+    assert old.config.use_genre_tags  # the 0.1.0 config.json has the removed switches ...
+    assert not hasattr(new.config, "use_genre_tags") and "use_genre_tags" not in new.config.to_dict()  # ... dropped
+    assert new.config.audio_config.logit_scale == 20.0
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 3, 128, 204, generator=generator)
+    input_ids = torch.randint(5, new.config.text_config.vocab_size, (2, 12), generator=generator)
+    input_ids[:, 1] = new.config.audio_token_id
+    with torch.no_grad():
+        torch.testing.assert_close(new(input_ids=input_ids, input_features=features).logits,
+                                   old(input_ids=input_ids, input_features=features).logits)
+        clips = new.audio_tower(features).pooler_output
+    torch.testing.assert_close(clips.norm(dim=-1), torch.full((2, 3), 20.0))  # ImageBind's fixed logit scale

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dataset_scripts.hf_dataset import DatasetBuildError
+from m2mv.errors import DatasetError
 from dataset_scripts.music4all import build_music4all
-from m2mv.schema import CAPTIONING, MV_DESCRIPTION
-from processing_m2mv import parse_mv_description
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION
+from mv_format_m2mv import parse_mv_description
 
 IDS = [f"id{i:03d}" for i in range(8)]
 
@@ -119,7 +119,7 @@ BAD = ["missing audio", "truncated audio", "id not in a table", "unknown MV type
 def test_bad_input_is_a_clear_error(music4all, what):
     message = _break(music4all, what)
     root, user, tmp = music4all
-    with pytest.raises(DatasetBuildError, match=message):
+    with pytest.raises(DatasetError, match=message):
         build_music4all(root, tmp / "out", progress=False, **user)
     assert not (tmp / "out" / "README.md").exists()
 

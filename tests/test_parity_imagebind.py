@@ -6,9 +6,10 @@ import torch
 
 import reference_oracles as ro
 from configuration_m2mv import M2MVAudioConfig
-from m2mv.convert import CheckpointError, convert_imagebind_audio_state_dict, load_imagebind_checkpoint
+from m2mv.checkpoints.convert import convert_imagebind_audio_state_dict, load_imagebind_checkpoint
+from m2mv.errors import CheckpointError
 from modeling_m2mv import M2MVAudioEncoder
-from processing_m2mv import M2MVFeatureExtractor
+from feature_extraction_m2mv import M2MVFeatureExtractor
 
 SMALL = dict(audio_embed_dim=64, audio_num_blocks=2, audio_num_heads=4, out_embed_dim=1024, audio_drop_path=0.1)
 

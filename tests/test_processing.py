@@ -2,7 +2,7 @@
 
 import pytest
 
-from m2mv.taxonomy import load_mv_types
+from m2mv.data.taxonomy import load_mv_types
 
 
 def test_prompt_is_the_papers_template(tiny):

@@ -10,14 +10,15 @@ import textwrap
 import pytest
 from safetensors.torch import load_file, save_file
 
-from m2mv.taxonomy import load_mv_types
+from m2mv.data.taxonomy import load_mv_types
 
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     sys.path.append(sys.argv[2])  # site-packages only: no .pth hooks, so no editable install of this repo
     import numpy as np
-    for name in ("configuration_m2mv", "modeling_m2mv", "processing_m2mv"):
+    for name in ("configuration_m2mv", "modeling_m2mv", "feature_extraction_m2mv", "mv_format_m2mv",
+                 "processing_m2mv"):
         try:
             __import__(name)
         except ImportError:
@@ -62,7 +63,8 @@ def _run_fresh(folder, tmp_path):
 def test_checkpoint_folder_layout(tiny_checkpoint):
     files = {p.name for p in tiny_checkpoint.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "processor_config.json",
-            "configuration_m2mv.py", "modeling_m2mv.py", "processing_m2mv.py", "README.md"} <= files
+            "configuration_m2mv.py", "modeling_m2mv.py", "feature_extraction_m2mv.py", "mv_format_m2mv.py",
+            "processing_m2mv.py", "README.md"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_m2mv.M2MVForConditionalGeneration"

@@ -1,7 +1,7 @@
 """Two-stage training (train_sft.py, m2mv/training.py): bad input refused before any step, the collator, freezing,
 LoRA merged exactly into a folder that AutoModel loads in a fresh process, the model card, and learning.
 
-Everything runs on tiny checkpoints and a synthetic toy dataset (m2mv.training.write_toy_dataset: tonal or noisy
+Everything runs on tiny checkpoints and a synthetic toy dataset (m2mv.write_toy_dataset: tonal or noisy
 notes at a slow or fast rate, named by the targets), one torch thread (2-core CI machines; see _one_thread).
 """
 
@@ -19,11 +19,19 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from m2mv import training
+from m2mv.checkpoints.loading import remote_code_files
+from m2mv.data.embeddings import AudioEmbedsTable, encoder_hash
+from m2mv.data.loading import load_split
+from m2mv.errors import StaleEmbeddingsError, TrainingError
+from m2mv.training.args import parse_args
+from m2mv.training.collator import M2MVDataCollator
+from m2mv.training.data import precompute_audio_embeds
+from m2mv.training.toy import build_text_pretrained_tiny_checkpoint, write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TINY1 = REPO / "configs" / "tiny" / "stage1.yaml"
-TINY2 = REPO / "configs" / "tiny" / "stage2.yaml"
+REMOTE_CODE_FILES = [path.name for path in remote_code_files()]
+TINY1 = REPO / "m2mv" / "configs" / "tiny" / "stage1.yaml"
+TINY2 = REPO / "m2mv" / "configs" / "tiny" / "stage2.yaml"
 
 
 def load_train_sft():
@@ -48,18 +56,18 @@ def _one_thread():
 
 def run(*argv):
     """train_sft.py in this process; returns the trainer."""
-    return train_sft.main(*training.parse_args([str(a) for a in argv]))
+    return train_sft.main(*parse_args([str(a) for a in argv]))
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    return training.write_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_train=32, n_eval=16)
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_train=32, n_eval=16)
 
 
 @pytest.fixture(scope="module")
 def plain_tiny(tmp_path_factory):
     """The converter's tiny random checkpoint (random LM, random encoder, random adaptor)."""
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("plain") / "m2mv-tiny-random")
 
@@ -93,27 +101,27 @@ def test_unknown_config_key_is_refused(plain_tiny, toy, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--config", str(path), "--model_name_or_path", str(plain_tiny), "--dataset_path", str(toy),
             "--output_dir", str(out)]
-    with pytest.raises(training.M2MVTrainingError, match="unknown config key.*'learning_rat'"):
-        training.parse_args(args)
+    with pytest.raises(TrainingError, match="unknown config key.*'learning_rat'"):
+        parse_args(args)
     assert train_sft.cli(args) == 2 and "learning_rat" in capsys.readouterr().err
     assert_nothing_trained(out)
 
 
 def test_unknown_command_line_option_is_refused(plain_tiny, toy, tmp_path):
-    with pytest.raises(training.M2MVTrainingError, match="no_such_option"):
-        training.parse_args(["--config", str(TINY1), "--model_name_or_path", str(plain_tiny), "--no_such_option", "1"])
+    with pytest.raises(TrainingError, match="no_such_option"):
+        parse_args(["--config", str(TINY1), "--model_name_or_path", str(plain_tiny), "--no_such_option", "1"])
 
 
 def test_missing_dataset_path_is_refused(plain_tiny, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(training.M2MVTrainingError, match="dataset_path .*nowhere: no such folder"):
+    with pytest.raises(TrainingError, match="dataset_path .*nowhere: no such folder"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", tmp_path / "nowhere",
             "--output_dir", out)
     assert_nothing_trained(out)
 
 
 def test_missing_split_is_refused(plain_tiny, toy, tmp_path):
-    with pytest.raises(training.M2MVTrainingError, match="no Parquet files for split 'dev'"):
+    with pytest.raises(TrainingError, match="no Parquet files for split 'dev'"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", toy, "--output_dir",
             tmp_path / "out", "--eval_split", "dev")
 
@@ -131,7 +139,7 @@ def _copy_config_without(toy: Path, config: str, column: str, dest: Path) -> Pat
 def test_dataset_without_the_target_column_is_refused(plain_tiny, toy, tmp_path):
     data = _copy_config_without(toy, "captioning", "caption", tmp_path / "data")
     out = tmp_path / "out"
-    with pytest.raises(training.M2MVTrainingError, match="missing column.*'caption': the training target"):
+    with pytest.raises(TrainingError, match="missing column.*'caption': the training target"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", data, "--output_dir", out)
     assert_nothing_trained(out)
 
@@ -139,7 +147,7 @@ def test_dataset_without_the_target_column_is_refused(plain_tiny, toy, tmp_path)
 def test_stage2_dataset_without_a_conditioning_column_is_refused_unless_switched_off(stage1_out, toy, tmp_path):
     data = _copy_config_without(toy, "mv_description", "mv_type", tmp_path / "data")
     out = tmp_path / "out"
-    with pytest.raises(training.M2MVTrainingError, match=r"'mv_type': conditioning \(use_mv_type: true\)"):
+    with pytest.raises(TrainingError, match=r"'mv_type': conditioning \(use_mv_type: true\)"):
         run("--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", data, "--output_dir", out)
     assert_nothing_trained(out)
     # the ablation switch makes the column unnecessary (this run trains 1 step)
@@ -150,7 +158,7 @@ def test_stage2_dataset_without_a_conditioning_column_is_refused_unless_switched
 
 def test_captioning_data_given_to_stage2_is_refused(stage1_out, toy, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(training.M2MVTrainingError, match="missing column.*'description': the training target"):
+    with pytest.raises(TrainingError, match="missing column.*'description': the training target"):
         run("--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", toy / "captioning",
             "--output_dir", out)
     assert_nothing_trained(out)
@@ -158,22 +166,22 @@ def test_captioning_data_given_to_stage2_is_refused(stage1_out, toy, tmp_path):
 
 def test_stage2_without_a_stage1_checkpoint_is_refused(plain_tiny, toy, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(training.M2MVTrainingError, match="stage 2 starts from stage 1's output.*run stage 1 first"):
+    with pytest.raises(TrainingError, match="stage 2 starts from stage 1's output.*run stage 1 first"):
         run("--config", TINY2, "--model_name_or_path", plain_tiny, "--dataset_path", toy, "--output_dir", out)
     assert_nothing_trained(out)
 
 
 def test_stage1_with_lora_is_refused(plain_tiny, toy, tmp_path):
-    with pytest.raises(training.M2MVTrainingError, match="stage 1 trains only the adaptor"):
+    with pytest.raises(TrainingError, match="stage 1 trains only the adaptor"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", toy, "--output_dir",
             tmp_path / "out", "--use_peft", "true")
 
 
 def test_missing_model_and_existing_output_are_refused(plain_tiny, toy, stage1_out, tmp_path):
-    with pytest.raises(training.M2MVTrainingError, match="not an m2mv checkpoint folder"):
+    with pytest.raises(TrainingError, match="not an m2mv checkpoint folder"):
         run("--config", TINY1, "--model_name_or_path", tmp_path / "nope", "--dataset_path", toy, "--output_dir",
             tmp_path / "out")
-    with pytest.raises(training.M2MVTrainingError, match="already holds a trained model"):
+    with pytest.raises(TrainingError, match="already holds a trained model"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", toy, "--output_dir",
             stage1_out[0])
 
@@ -181,17 +189,17 @@ def test_missing_model_and_existing_output_are_refused(plain_tiny, toy, stage1_o
 def test_stale_embeddings_are_refused(plain_tiny, toy, tmp_path):
     import shutil
 
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     data = tmp_path / "data"
     shutil.copytree(toy, data)
     other = build_tiny_checkpoint(tmp_path / "other", seed=1)  # another (random) audio encoder
-    stale = training.precompute_audio_embeds(other, data)  # data/embeddings/<other's hash>.parquet
+    stale = precompute_audio_embeds(other, data)  # data/embeddings/<other's hash>.parquet
     out = tmp_path / "out"
-    with pytest.raises(training.StaleEmbeddingsError, match="embeddings in .* are stale"):
+    with pytest.raises(StaleEmbeddingsError, match="embeddings in .* are stale"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", data, "--output_dir", out)
     assert_nothing_trained(out)
-    with pytest.raises(training.StaleEmbeddingsError, match="are stale: they were made by audio encoder"):
+    with pytest.raises(StaleEmbeddingsError, match="are stale: they were made by audio encoder"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", data, "--output_dir", out,
             "--audio_embeds", stale)  # the file named explicitly: its rows' hash is checked
     assert_nothing_trained(out)
@@ -204,9 +212,9 @@ def test_embeddings_missing_songs_are_refused(plain_tiny, toy, tmp_path):
 
     data = tmp_path / "data"
     shutil.copytree(toy, data)
-    path = training.precompute_audio_embeds(plain_tiny, data)
+    path = precompute_audio_embeds(plain_tiny, data)
     pq.write_table(pq.read_table(path).slice(0, 5), path)
-    with pytest.raises(training.StaleEmbeddingsError, match="have no precomputed embedding"):
+    with pytest.raises(StaleEmbeddingsError, match="have no precomputed embedding"):
         run("--config", TINY1, "--model_name_or_path", plain_tiny, "--dataset_path", data, "--output_dir",
             tmp_path / "out")
 
@@ -221,7 +229,7 @@ def test_unknown_mv_type_in_the_data_is_refused_before_training(stage1_out, toy,
         ds = ds.map(lambda row, i: {"mv_type": "Puppet Show" if i == 3 else row["mv_type"]}, with_indices=True)
         (data / "mv_description").mkdir(parents=True, exist_ok=True)
         ds.to_parquet(str(data / "mv_description" / f"{split}-00000-of-00001.parquet"))
-    with pytest.raises(training.M2MVTrainingError, match="row 3 .*unknown MV type 'Puppet Show'"):
+    with pytest.raises(TrainingError, match="row 3 .*unknown MV type 'Puppet Show'"):
         run("--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", data, "--output_dir",
             tmp_path / "out")
 
@@ -235,13 +243,13 @@ def test_collator_prompt_conditioning_switches_and_answer_only_labels(plain_tiny
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(plain_tiny, trust_remote_code=True)
-    ds = training.load_split(toy, "mv_description", "train")
+    ds = load_split(toy, "mv_description", "train")
     row = next(r for r in ds if r["lyrics_understanding"])
-    full = training.M2MVDataCollator(processor, "mv_description", 256)
+    full = M2MVDataCollator(processor, "mv_description", 256)
     prompt = full.prompt(row)
     assert f"Genre tags: {', '.join(row['genre_tags'])}." in prompt and f"MV type: {row['mv_type']}." in prompt
     assert "Lyrics understanding: " + row["lyrics_understanding"] in prompt
-    bare = training.M2MVDataCollator(processor, "mv_description", 256, use_genre_tags=False, use_mv_type=False,
+    bare = M2MVDataCollator(processor, "mv_description", 256, use_genre_tags=False, use_mv_type=False,
                                      use_lyrics_understanding=False)
     assert "Genre" not in bare.prompt(row) and "MV type" not in bare.prompt(row) and "Lyrics" not in bare.prompt(row)
     batch = full([row, ds[1]])
@@ -250,29 +258,37 @@ def test_collator_prompt_conditioning_switches_and_answer_only_labels(plain_tiny
     answer = processor.tokenizer.decode(ids[labels != -100])
     assert answer.strip() == (row["description"] + "\n###").strip()
     assert (labels[: len(processor.tokenizer(prompt)["input_ids"])] == -100).all()
-    short = training.M2MVDataCollator(processor, "mv_description", 120)([row])
+    short = M2MVDataCollator(processor, "mv_description", 120)([row])
     assert short["input_ids"].shape[1] == 120  # answer truncated to max_length, the prompt kept whole
 
 
 def _with_description(row: dict, spans: list[tuple[float, float]]) -> dict:
-    from processing_m2mv import format_mv_description
+    from m2mv.data.schema import description_fields
 
     frames = [(start, end, f"Shot {i} of the video.") for i, (start, end) in enumerate(spans)]
-    return {**row, "description": format_mv_description("A video of light and motion.", frames)}
+    return {**row, **description_fields("A video of light and motion.", frames)}
+
+
+def target_frame_boundaries(description: str):
+    """The frames a target's prompt lists: those of its ``frames`` column (here read from its text)."""
+    from m2mv.data.schema import frames_of
+    from m2mv.training.collator import prompt_frame_boundaries
+
+    return prompt_frame_boundaries(frames_of(description))
 
 
 def test_beat_aligned_targets_put_their_frames_into_the_prompt(plain_tiny, toy):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(plain_tiny, trust_remote_code=True)
-    row = _with_description(training.load_split(toy, "mv_description", "train")[0],
+    row = _with_description(load_split(toy, "mv_description", "train")[0],
                             [(0.0, 1.87), (1.87, 3.9), (3.9, 6.0)])
-    collator = training.M2MVDataCollator(processor, "mv_description", 256)
+    collator = M2MVDataCollator(processor, "mv_description", 256)
     prompt = collator.prompt(row)
     assert (" Frames: [00:00-00:01.87], [00:01.87-00:03.90], [00:03.90-00:06]. "
             + processor.instructions["mv_description_given_frames"] + "\n### Assistant:") in prompt
     assert f"Genre tags: {', '.join(row['genre_tags'])}." in prompt  # the other conditioning stays
-    off = training.M2MVDataCollator(processor, "mv_description", 256, prompt_frames=False).prompt(row)
+    off = M2MVDataCollator(processor, "mv_description", 256, prompt_frames=False).prompt(row)
     assert "Frames:" not in off and processor.instructions["mv_description"] in off
     batch = collator([row])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
@@ -287,19 +303,19 @@ def test_fixed_grid_targets_keep_the_plain_prompt(plain_tiny, toy, spans):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(plain_tiny, trust_remote_code=True)
-    row = _with_description(training.load_split(toy, "mv_description", "train")[0], spans)
-    assert training.target_frame_boundaries(row["description"]) is None
-    prompt = training.M2MVDataCollator(processor, "mv_description", 256).prompt(row)
+    row = _with_description(load_split(toy, "mv_description", "train")[0], spans)
+    assert target_frame_boundaries(row["description"]) is None
+    prompt = M2MVDataCollator(processor, "mv_description", 256).prompt(row)
     assert prompt == processor.build_prompt("mv_description", genre_tags=row["genre_tags"], mv_type=row["mv_type"],
                                             lyrics_understanding=row["lyrics_understanding"])
     assert "Frames:" not in prompt
 
 
 def test_target_frame_boundaries():
-    assert training.target_frame_boundaries("Overview: no frames here.") is None
-    assert training.target_frame_boundaries(_with_description({}, [(0.0, 2.02), (2.02, 4.0)])["description"]) == \
+    assert target_frame_boundaries("Overview: no frames here.") is None
+    assert target_frame_boundaries(_with_description({}, [(0.0, 2.02), (2.02, 4.0)])["description"]) == \
         [(0.0, 2.02), (2.02, 4.0)]  # 20 ms off the grid: beyond the timestamps' precision
-    assert training.target_frame_boundaries(_with_description({}, [(0.0, 2.0), (2.0, 4.0), (4.0, 7.0)])[
+    assert target_frame_boundaries(_with_description({}, [(0.0, 2.0), (2.0, 4.0), (4.0, 7.0)])[
         "description"]) == [(0.0, 2.0), (2.0, 4.0), (4.0, 7.0)]  # a 3-s frame is not the grid
 
 
@@ -312,12 +328,12 @@ def test_precomputed_embeddings_give_the_same_loss_as_the_audio(plain_tiny, toy,
 
     data = tmp_path / "data"
     shutil.copytree(toy, data)
-    table = training.AudioEmbedsTable(training.precompute_audio_embeds(plain_tiny, data))
-    ds = training.load_split(toy, "captioning", "validation")
+    table = AudioEmbedsTable(precompute_audio_embeds(plain_tiny, data))
+    ds = load_split(toy, "captioning", "validation")
     table.validate(model, ds["song_id"])
     rows = [ds[i] for i in range(4)]
-    with_audio = training.M2MVDataCollator(processor, "captioning", 128)(rows)
-    with_embeds = training.M2MVDataCollator(processor, "captioning", 128, audio_embeds=table)(rows)
+    with_audio = M2MVDataCollator(processor, "captioning", 128)(rows)
+    with_embeds = M2MVDataCollator(processor, "captioning", 128, audio_embeds=table)(rows)
     assert "audio_embeds" in with_embeds and "input_features" not in with_embeds
     with torch.no_grad():
         a = model(**{k: torch.as_tensor(v) for k, v in with_audio.items()}).loss
@@ -329,15 +345,15 @@ def test_encoder_hash_depends_on_the_encoder_only(plain_tiny):
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(plain_tiny, trust_remote_code=True)
-    before = training.audio_encoder_hash(model)
+    before = encoder_hash(model)
     with torch.no_grad():
         model.multi_modal_projector.linear.weight.add_(1.0)
         model.language_model.norm.weight.add_(1.0)
-    assert training.audio_encoder_hash(model) == before
-    assert training.audio_encoder_hash(model.to(torch.bfloat16)) != before  # bf16 rounding changes the weights
+    assert encoder_hash(model) == before
+    assert encoder_hash(model.to(torch.bfloat16)) != before  # bf16 rounding changes the weights
     with torch.no_grad():
         model.float().audio_tower.head.projection.weight[0, 0] += 1e-3
-    assert training.audio_encoder_hash(model) != before
+    assert encoder_hash(model) != before
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -358,7 +374,8 @@ def test_stage1_changes_only_the_adaptor(plain_tiny, stage1_out):
 def test_lora_targets_only_the_language_model(stage1_out):
     from transformers import AutoModel
 
-    from m2mv.training import M2MVScriptArguments, set_trainable
+    from m2mv.training.args import M2MVScriptArguments
+    from m2mv.training.lora import set_trainable
     from trl import ModelConfig
 
     model = AutoModel.from_pretrained(stage1_out[0], trust_remote_code=True)
@@ -420,8 +437,8 @@ def test_merged_output_equals_the_trained_adapter_model(stage2_out, toy):
     out, trainer, _ = stage2_out
     processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
     merged = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
-    ds = training.load_split(toy, "mv_description", "validation")
-    batch = training.M2MVDataCollator(processor, "mv_description", 256)([ds[i] for i in range(3)])
+    ds = load_split(toy, "mv_description", "validation")
+    batch = M2MVDataCollator(processor, "mv_description", 256)([ds[i] for i in range(3)])
     batch = {k: torch.as_tensor(v) for k, v in batch.items()}
     peft_model = trainer.accelerator.unwrap_model(trainer.model).eval()
     with torch.no_grad():
@@ -465,11 +482,11 @@ def test_output_folder_loads_and_generates_in_a_fresh_process(stage2_out, tmp_pa
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "processor_config.json", "README.md",
             "tokenizer.json", "chat_template.jinja", "m2mv_training.json", "adapter",
-            *training.REMOTE_CODE_FILES} <= names
+            *REMOTE_CODE_FILES} <= names
     assert not [n for n in names if n.startswith(".") or n.startswith("checkpoint-")]
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_m2mv.M2MVForConditionalGeneration"
-    for name in training.REMOTE_CODE_FILES:
+    for name in REMOTE_CODE_FILES:
         assert (out / name).read_text() == (REPO / name).read_text()
     clip = str(REPO / "tests" / "data" / "openmsx-chemistry-lab-30s.ogg")
     script = tmp_path / "load.py"
@@ -562,7 +579,7 @@ def test_push_to_hub_uploads_the_merged_folder_with_the_card(stage1_out, toy, tm
     assert len(uploads) == 1  # the finished model only, not every checkpoint
     _, repo, files, card = uploads[0]
     assert {"model.safetensors", "config.json", "README.md", "m2mv_training.json", "adapter/adapter_model.safetensors",
-            *training.REMOTE_CODE_FILES} <= set(files)
+            *REMOTE_CODE_FILES} <= set(files)
     assert not [f for f in files if f.startswith(("checkpoint-", "."))]
     assert "m2mv_training:" in card and "base_model: m2mv-tiny-random" in card
 
@@ -575,9 +592,9 @@ def test_push_to_hub_uploads_the_merged_folder_with_the_card(stage1_out, toy, tm
 @pytest.fixture(scope="module")
 def learning_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
-    data = training.write_toy_dataset(root / "data", n_train=64, n_eval=16, seed=0)
-    checkpoint = training.build_text_pretrained_tiny_checkpoint(root / "m2mv-tiny-textlm", data, steps=120)
-    training.precompute_audio_embeds(checkpoint, data)  # -> data/embeddings/<hash>.parquet (audio_embeds: auto)
+    data = write_toy_dataset(root / "data", n_train=64, n_eval=16, seed=0)
+    checkpoint = build_text_pretrained_tiny_checkpoint(root / "m2mv-tiny-textlm", data, steps=120)
+    precompute_audio_embeds(checkpoint, data)  # -> data/embeddings/<hash>.parquet (audio_embeds: auto)
     return root, data, checkpoint
 
 
@@ -630,8 +647,8 @@ def test_each_stage_lowers_held_out_loss_on_the_demo_corpus(tmp_path):
     manifest = build_demo_corpus(tmp_path / "corpus", subset="small", progress=False)  # cached under ~/.cache/m2mv
     data = tmp_path / "dataset"
     build_demo_dataset(manifest.parent, data, ratios=(0.6, 0.2, 0.2), progress=False)
-    checkpoint = training.build_text_pretrained_tiny_checkpoint(tmp_path / "m2mv-tiny-textlm", data, steps=120)
-    training.precompute_audio_embeds(checkpoint, data)
+    checkpoint = build_text_pretrained_tiny_checkpoint(tmp_path / "m2mv-tiny-textlm", data, steps=120)
+    precompute_audio_embeds(checkpoint, data)
     figures = two_stages_real_and_zeroed_audio(tmp_path, data, checkpoint, stage1_epochs=10, stage2_epochs=4,
                                                stage2_extra=["--max_length", 1280])
     print("demo corpus, held-out losses (before, after):", json.dumps(figures))

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from m2mv import training
+from m2mv.training.args import STAGING_FOLDER, checkpoints_in
+from m2mv.training.toy import write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TINY2 = REPO / "configs" / "tiny" / "stage2.yaml"
+TINY2 = REPO / "m2mv" / "configs" / "tiny" / "stage2.yaml"
 CHECKPOINT_FILES = {"trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt",
                     "rng_state.pth"}
 
@@ -31,13 +32,13 @@ def env():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A toy dataset and a stage-1 output (2 steps on the converter's tiny random checkpoint) to start stage 2 from."""
-    from m2mv.convert import build_tiny_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("slow")
-    data = training.write_toy_dataset(root / "data", n_train=32, n_eval=8, seed=5)
+    data = write_toy_dataset(root / "data", n_train=32, n_eval=8, seed=5)
     tiny = build_tiny_checkpoint(root / "m2mv-tiny-random")
     stage1 = root / "stage1"
-    run_python([str(REPO / "train_sft.py"), "--config", str(REPO / "configs/tiny/stage1.yaml"), "--model_name_or_path",
+    run_python([str(REPO / "train_sft.py"), "--config", str(REPO / "m2mv/configs/tiny/stage1.yaml"), "--model_name_or_path",
                 str(tiny), "--dataset_path", str(data), "--output_dir", str(stage1), "--max_steps", "2",
                 "--audio_embeds", "off"])
     return root, data, stage1
@@ -67,7 +68,7 @@ def test_resume_after_sigkill_gives_the_same_weights(setup, tmp_path):
     extra = ["--max_steps", 40, "--save_strategy", "steps", "--save_steps", 4, "--logging_steps", 1]
     straight = tmp_path / "straight"  # through accelerate with the single-process config, as docs/training.md shows
     run_python(["-m", "accelerate.commands.launch", "--config_file",
-                str(REPO / "configs/accelerate/single_process.yaml"), *stage2_command(setup, straight, *extra)])
+                str(REPO / "m2mv/configs/accelerate/single_process.yaml"), *stage2_command(setup, straight, *extra)])
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *stage2_command(setup, killed, *extra)], env=env(),
@@ -81,7 +82,7 @@ def test_resume_after_sigkill_gives_the_same_weights(setup, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "config.json").exists(), "the run finished before it was killed: nothing was tested"
-    checkpoints = training.checkpoints_in(killed)
+    checkpoints = checkpoints_in(killed)
     assert checkpoints and all(CHECKPOINT_FILES <= {p.name for p in c.iterdir()} for c in checkpoints), \
         "a half-written checkpoint was left"
     killed_at = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["global_step"]
@@ -93,7 +94,7 @@ def test_resume_after_sigkill_gives_the_same_weights(setup, tmp_path):
                                 killed / "adapter" / "adapter_model.safetensors")
     print(f"resumed from step {killed_at}: max abs weight diff {diff:g} (adapter {adapter_diff:g})")
     assert diff == 0.0 and adapter_diff == 0.0
-    assert not (killed / training.STAGING_FOLDER).exists() or not any((killed / training.STAGING_FOLDER).iterdir())
+    assert not (killed / STAGING_FOLDER).exists() or not any((killed / STAGING_FOLDER).iterdir())
     curve = json.loads((killed / "m2mv_training.json").read_text())["results"]["train_curve"]
     assert curve[-1][0] == 40
 
@@ -114,7 +115,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(setup, t
     one = tmp_path / "one"
     run_python(stage2_command(setup, one, *extra, "--per_device_train_batch_size", 4))
     two = tmp_path / "two"
-    launch = ["-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/multi_gpu_ddp.yaml"),
+    launch = ["-m", "accelerate.commands.launch", "--config_file", str(REPO / "m2mv/configs/accelerate/multi_gpu_ddp.yaml"),
               "--num_processes", "2", "--main_process_port", str(free_port())]  # torchrun; gloo with --use_cpu
     run_python([*launch, *stage2_command(setup, two, *extra, "--per_device_train_batch_size", 2,
                                          "--use_cpu", "true")])

@@ -1,0 +1,61 @@
+"""``m2mv convert`` (also ``m2mv-convert``): build an m2mv checkpoint.
+
+    m2mv convert --imagebind imagebind_huge.pth --lm ./vicuna-7b-v1.5 --out ./m2mv-vicuna-7b
+    m2mv convert --lm ./vicuna-7b-v1.5 --out ./m2mv-random-encoder       (audio encoder at random: the card says so)
+    m2mv convert --tiny --out ./m2mv-tiny-random                          (tiny random, for tests and demos)
+
+The ImageBind file is read with ``torch.load(weights_only=True)``; only its audio branch is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from m2mv.errors import UsageError
+
+NAME = "convert"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(NAME, help="build a checkpoint from ImageBind + a Llama folder, or a tiny one",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output checkpoint folder (must not exist or be empty)")
+    parser.add_argument("--tiny", action="store_true", help="write a tiny random checkpoint (tests, demos)")
+    parser.add_argument("--lm", help="Llama/Vicuna checkpoint folder")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --lm (dequantised on load)")
+    parser.add_argument("--imagebind", help="ImageBind-Huge .pth (imagebind_huge.pth); omit for random weights")
+    parser.add_argument("--num-audio-tokens", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+
+
+def check(args) -> None:
+    """Refuse conflicting or missing options (before anything loads)."""
+    if args.tiny:
+        given = [flag for flag, value in (("--lm", args.lm), ("--imagebind", args.imagebind),
+                                          ("--gguf-file", args.gguf_file), ("--dtype", args.dtype)) if value]
+        if given:
+            raise UsageError(f"--tiny writes a tiny random checkpoint and takes no {', '.join(given)}")
+    elif not args.lm:
+        raise UsageError("give --lm (and optionally --imagebind), or --tiny")
+    if args.gguf_file and not args.lm:
+        raise UsageError("--gguf-file names a file inside --lm")
+
+
+def run(args, extra=()) -> int:
+    import torch
+
+    from m2mv.checkpoints.convert import build_checkpoint
+    from m2mv.checkpoints.tiny import build_tiny_checkpoint
+
+    check(args)
+    if args.tiny:
+        path = build_tiny_checkpoint(args.out, args.num_audio_tokens, args.seed)
+    else:
+        path = build_checkpoint(args.out, args.lm, args.imagebind, args.gguf_file, args.num_audio_tokens,
+                                getattr(torch, args.dtype) if args.dtype else None, args.seed)
+    print(f"wrote {path}")
+    print(json.dumps(sorted(p.name for p in path.iterdir())))
+    return 0

@@ -1,0 +1,90 @@
+"""``m2mv describe``: describe audio files as a music video.
+
+    m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
+                  [--mv-type "Live Performance"] [--lyrics lyrics_understanding.txt] [--json] [--greedy]
+                  [--align fixed|beats] [--batch-size N] [--out results.jsonl]
+
+``--align beats`` snaps the frames to beats found by librosa's beat tracker (whole beats, about 2 s a frame) and
+lists them in the prompt; the result reports whether the generated frames match them. ``--out`` appends one JSON
+line per file as it finishes; a rerun with the same ``--out`` and settings skips the files already described
+(failed ones are retried). A progress bar runs on stderr when several files are described.
+
+Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
+ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
+depend on the music yet. Train it (``m2mv train``) or convert real ImageBind weights (``m2mv convert``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from m2mv.beats import ALIGN_MODES
+
+NAME = "describe"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(NAME, help="describe audio files as a music video", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="audio files or folders (WAV, FLAC, OGG, Opus, MP3)")
+    parser.add_argument("--model", help="m2mv checkpoint folder (default: the cached demo checkpoint)")
+    parser.add_argument("--genre", action="append", help="a genre tag (repeat for several)")
+    parser.add_argument("--mv-type", help="MV type from the taxonomy, e.g. 'Live Performance'")
+    parser.add_argument("--lyrics", help="text file with a lyrics understanding")
+    parser.add_argument("--json", action="store_true", help="print the parsed overview + frames as JSON lines")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the paper's sampling")
+    parser.add_argument("--max-new-tokens", type=int, help="override the checkpoint's 512")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="fixed",
+                        help="frame boundaries: fixed 2-s steps (default) or snapped to detected beats")
+    parser.add_argument("--batch-size", type=int, default=1, help="files per generate() call (default 1)")
+    parser.add_argument("--out", metavar="FILE.jsonl",
+                        help="append one JSON line per file as it finishes; a rerun skips the files done")
+    parser.set_defaults(run=run)
+
+
+def _read_lyrics(path: str | None) -> str | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--lyrics {file}: no such file")
+    return file.read_text(encoding="utf-8").strip()
+
+
+def _print(results: list[dict], args) -> int:
+    """Print the results (or, with --out, a summary); the number that failed."""
+    failed = written = 0
+    for result in results:
+        if result.get("skipped"):
+            continue
+        if "error" in result:
+            failed += 1
+            print(f"error: {result['error']}", file=sys.stderr)
+        elif args.out:
+            written += 1
+        elif args.json:
+            beats = {k: result[k] for k in ("align", "boundaries", "beat_times", "frames_match_boundaries")
+                     if k in result}
+            print(json.dumps({"file": result["file"], **beats, **result["parsed"]}, ensure_ascii=False))
+        else:
+            print(f"== {result['file']}\n{result['text']}\n")
+    if args.out:
+        print(f"wrote {written} description(s) to {args.out}" + (f", {failed} failed" if failed else ""),
+              file=sys.stderr)
+    return failed
+
+
+def run(args, extra=()) -> int:
+    from m2mv.inference import describe_files, expand_inputs
+
+    lyrics = _read_lyrics(args.lyrics)
+    files = expand_inputs(args.inputs)
+    if not files:
+        print("error: no audio files found in the given inputs", file=sys.stderr)
+        return 2
+    results = describe_files(files, args.model, args.genre, args.mv_type, lyrics, args.greedy, args.max_new_tokens,
+                             align=args.align, out=args.out, batch_size=args.batch_size)
+    return 1 if _print(results, args) else 0

@@ -1,0 +1,500 @@
+"""m2mv model: ImageBind's audio branch, a linear adaptor, and a Llama (Vicuna) language model.
+
+Built the way transformers' own multimodal LLMs are (LLaVA, Qwen2-Audio): the processor expands one audio
+placeholder token to ``config.num_audio_tokens`` copies, the model encodes the audio, projects it into the LM's
+embedding space and writes it over the placeholders with ``masked_scatter``. The audio is used on the first
+generation step only; later steps read the KV cache.
+
+This file travels with every checkpoint as remote code (``trust_remote_code=True``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+
+try:  # loaded as remote code from a checkpoint folder (a package)
+    from .configuration_m2mv import M2MVAudioConfig, M2MVConfig
+except ImportError:  # imported from the source tree as a top-level module
+    from configuration_m2mv import M2MVAudioConfig, M2MVConfig
+
+
+@dataclass
+class M2MVModelOutputWithPast(BaseModelOutputWithPast):
+    """Base-model outputs plus the projected audio tokens (``audio_hidden_states``, batch x tokens x hidden)."""
+
+    audio_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class M2MVCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """Causal-LM outputs plus the projected audio tokens (``audio_hidden_states``, batch x tokens x hidden)."""
+
+    audio_hidden_states: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ImageBind's audio branch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class M2MVAudioPatchEmbedding(nn.Module):
+    """Overlapping 16x16 patches (stride 10) of the (mel x frames) spectrogram, then LayerNorm."""
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__()
+        self.projection = nn.Conv2d(
+            1, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_stride, bias=False
+        )
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.patch_layer_norm_eps)
+
+    def forward(self, spectrograms: torch.Tensor) -> torch.Tensor:
+        """(N, 1, mel, frames) -> (N, patches, hidden)."""
+        patches = self.projection(spectrograms).flatten(2).transpose(1, 2)
+        return self.layer_norm(patches)
+
+
+class M2MVAudioEmbeddings(nn.Module):
+    """Patch embedding, a prepended CLS token and a learned positional embedding (no LayerNorm after)."""
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__()
+        self.patch_embedding = M2MVAudioPatchEmbedding(config)
+        self.class_embedding = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+
+    def forward(self, spectrograms: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embedding(spectrograms)
+        cls = self.class_embedding.expand(patches.shape[0], -1, -1)
+        return torch.cat([cls, patches], dim=1) + self.position_embedding
+
+
+class M2MVAudioAttention(nn.Module):
+    """Multi-head self-attention with learned key/value bias tokens (``nn.MultiheadAttention(add_bias_kv=True)``).
+
+    The bias tokens are one extra key and one extra value appended to every sequence; they are easy to miss and
+    change every output. Runs on ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key_bias_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.value_bias_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = states.shape
+        return states.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch = hidden_states.shape[0]
+        keys = torch.cat([self.k_proj(hidden_states), self.key_bias_token.expand(batch, -1, -1)], dim=1)
+        values = torch.cat([self.v_proj(hidden_states), self.value_bias_token.expand(batch, -1, -1)], dim=1)
+        attended = F.scaled_dot_product_attention(
+            self._split_heads(self.q_proj(hidden_states)), self._split_heads(keys), self._split_heads(values)
+        )
+        attended = attended.transpose(1, 2).reshape(hidden_states.shape)
+        return self.out_proj(attended)
+
+
+class M2MVAudioMLP(nn.Module):
+    """Linear, GELU, Linear."""
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(hidden_states)))
+
+
+def drop_path(hidden_states: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop the whole residual branch per sample with probability ``rate`` while training."""
+    if rate == 0.0 or not training:
+        return hidden_states
+    keep = 1.0 - rate
+    mask = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)).bernoulli_(keep)
+    return hidden_states * mask / keep
+
+
+class M2MVAudioEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, config: M2MVAudioConfig, drop_path_rate: float):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = M2MVAudioAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = M2MVAudioMLP(config)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        attended = self.self_attn(self.layer_norm1(hidden_states))
+        hidden_states = hidden_states + drop_path(attended, self.drop_path_rate, self.training)
+        transformed = self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states + drop_path(transformed, self.drop_path_rate, self.training)
+
+
+class M2MVAudioHead(nn.Module):
+    """LayerNorm, take the CLS token, project to the joint space, L2-normalise, multiply by the fixed scale."""
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.hidden_size, config.output_dim, bias=False)
+        self.logit_scale = config.logit_scale
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        cls = self.layer_norm(hidden_states)[:, 0]
+        return F.normalize(self.projection(cls), dim=-1) * self.logit_scale
+
+
+class M2MVAudioEncoder(PreTrainedModel):
+    """ImageBind's audio branch: (batch, clips, mel, frames) spectrograms -> (batch, clips, output_dim) embeddings.
+
+    The per-clip embeddings are returned as ``pooler_output``; averaging them over the clips gives ImageBind's
+    own audio embedding (what NExT-GPT feeds its adaptor).
+    """
+
+    config: M2MVAudioConfig
+    main_input_name = "input_features"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["M2MVAudioEncoderLayer"]
+    _supports_sdpa = True
+
+    def __init__(self, config: M2MVAudioConfig):
+        super().__init__(config)
+        self.embeddings = M2MVAudioEmbeddings(config)
+        steps = max(config.num_hidden_layers - 1, 1)
+        rates = [config.drop_path_rate * i / steps for i in range(config.num_hidden_layers)]  # torch.linspace(0, r, n)
+        self.layers = nn.ModuleList(M2MVAudioEncoderLayer(config, rate) for rate in rates)
+        self.head = M2MVAudioHead(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """ImageBind's initialisation: truncated normal (std 0.02) for linear layers and the learned tokens."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, M2MVAudioEmbeddings):
+            init.trunc_normal_(module.class_embedding, std=std)
+            init.trunc_normal_(module.position_embedding, std=std)
+        elif isinstance(module, M2MVAudioAttention):
+            init.trunc_normal_(module.key_bias_token, std=std)
+            init.trunc_normal_(module.value_bias_token, std=std)
+
+    def forward(self, input_features: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
+        """Encode ``input_features`` (batch, clips, mel, frames) into per-clip embeddings (batch, clips, out)."""
+        expected = (self.config.num_mel_bins, self.config.target_length)
+        if input_features.ndim != 4 or tuple(input_features.shape[-2:]) != expected:
+            raise ValueError(
+                f"M2MVAudioEncoder expects input_features of shape (batch, clips, {expected[0]}, {expected[1]}), "
+                f"got {tuple(input_features.shape)}"
+            )
+        batch, clips = input_features.shape[:2]
+        spectrograms = input_features.reshape(batch * clips, 1, *expected).to(self.embeddings.position_embedding.dtype)
+        hidden_states = self.embeddings(spectrograms)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        clip_embeddings = self.head(hidden_states).reshape(batch, clips, -1)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=clip_embeddings)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Adaptor and the multimodal LM
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class M2MVMultiModalProjector(nn.Module):
+    """The adaptor: one ``Linear(output_dim, hidden_size)`` from ImageBind's space into the LM's embeddings."""
+
+    def __init__(self, config: M2MVConfig):
+        super().__init__()
+        self.linear = nn.Linear(
+            config.audio_config.output_dim, config.text_config.hidden_size, bias=config.projector_bias
+        )
+
+    def forward(self, audio_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.linear(audio_embeddings.to(self.linear.weight.dtype))
+
+
+class M2MVPreTrainedModel(PreTrainedModel):
+    config: M2MVConfig
+    base_model_prefix = "model"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["M2MVAudioEncoderLayer", "LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["cache"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """``PreTrainedModel.from_pretrained`` that, with ``strict=True`` (the default), refuses a checkpoint whose
+        weights do not match the config (missing, unexpected or mis-shaped keys) instead of silently
+        initialising them at random."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = {
+            kind: sorted(map(str, keys))
+            for kind, keys in info.items()
+            if kind in ("missing_keys", "unexpected_keys", "mismatched_keys") and keys
+        }
+        if strict and problems:
+            details = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                                for kind, keys in problems.items())
+            raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint does not match its config ({details}). "
+                             "Pass strict=False to load it anyway with those weights initialised at random.")
+        if model.config.freeze_audio_encoder:  # loading replaces the parameters, so freeze again
+            model.audio_tower.requires_grad_(False)
+        return (model, info) if want_info else model
+
+
+class M2MVModel(M2MVPreTrainedModel):
+    """Audio encoder + adaptor + language model without the LM head."""
+
+    def __init__(self, config: M2MVConfig):
+        super().__init__(config)
+        self.audio_tower = M2MVAudioEncoder(config.audio_config)
+        self.multi_modal_projector = M2MVMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        if config.freeze_audio_encoder:
+            self.audio_tower.requires_grad_(False)
+        self.post_init()
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but a frozen audio encoder stays in eval mode (no drop-path noise)."""
+        super().train(mode)
+        if self.config.freeze_audio_encoder:
+            self.audio_tower.eval()
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_audio_features(
+        self, input_features: torch.Tensor | None = None, audio_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Audio -> LM input embeddings of shape (batch, num_audio_tokens, hidden).
+
+        Args:
+            input_features: spectrograms (batch, clips, mel, frames) from the feature extractor.
+            audio_embeds: precomputed per-clip encoder embeddings (batch, clips, output_dim); skips the encoder.
+        """
+        if (input_features is None) == (audio_embeds is None):
+            raise ValueError("get_audio_features needs exactly one of input_features or audio_embeds")
+        if audio_embeds is None:
+            audio_embeds = self.audio_tower(input_features).pooler_output
+        expected = (self.config.audio_config.clips_per_audio, self.config.audio_config.output_dim)
+        if audio_embeds.ndim != 3 or tuple(audio_embeds.shape[1:]) != expected:
+            raise ValueError(f"audio_embeds must have shape (batch, {expected[0]}, {expected[1]}), "
+                             f"got {tuple(audio_embeds.shape)}")
+        if self.config.num_audio_tokens == 1:
+            audio_embeds = audio_embeds.mean(dim=1, keepdim=True)
+        return self.multi_modal_projector(audio_embeds)
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, audio_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Boolean mask (batch, seq, hidden) of the audio placeholder positions; checks their count."""
+        if input_ids is None:
+            placeholder = self.get_input_embeddings()(
+                torch.tensor(self.config.audio_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == placeholder).all(-1)
+        else:
+            mask = input_ids == self.config.audio_token_id
+        n_tokens, n_features = int(mask.sum()), audio_features.shape[0] * audio_features.shape[1]
+        if n_tokens != n_features:
+            raise ValueError(
+                f"Audio placeholder tokens and audio features do not match: {n_tokens} placeholder tokens in the "
+                f"input ids, {n_features} audio tokens from {audio_features.shape[0]} audio inputs x "
+                f"num_audio_tokens={self.config.num_audio_tokens}. Build the inputs with M2MVProcessor."
+            )
+        return mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> M2MVModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        audio_features = None
+        if input_features is not None or audio_embeds is not None:
+            audio_features = self.get_audio_features(input_features, audio_embeds)
+            audio_features = audio_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
+            inputs_embeds = inputs_embeds.masked_scatter(mask, audio_features)
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return M2MVModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            audio_hidden_states=audio_features,
+        )
+
+
+class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
+    """m2mv with the LM head: music in, a music-video description out.
+
+    ``labels`` set to -100 are ignored by the loss, so the processor masks everything but the answer.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: M2MVConfig):
+        super().__init__(config)
+        self.model = M2MVModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    @property
+    def audio_tower(self) -> M2MVAudioEncoder:
+        return self.model.audio_tower
+
+    @property
+    def multi_modal_projector(self) -> M2MVMultiModalProjector:
+        return self.model.multi_modal_projector
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    def get_audio_features(
+        self, input_features: torch.Tensor | None = None, audio_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """See :meth:`M2MVModel.get_audio_features`."""
+        return self.model.get_audio_features(input_features, audio_embeds)
+
+    def set_audio_encoder_dtype(self, dtype: torch.dtype) -> None:
+        """Run the (frozen) audio encoder in ``dtype`` (e.g. bfloat16) while the LM keeps its own dtype."""
+        self.model.audio_tower.to(dtype)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> M2MVCausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            input_features=input_features,
+            audio_embeds=audio_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return M2MVCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            audio_hidden_states=outputs.audio_hidden_states,
+        )
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
+        """Pass the audio (features or precomputed embeddings) on the first step only; later steps use the cache."""
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, cache=cache, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration, **kwargs
+        )
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            model_inputs.pop("audio_embeds", None)
+            model_inputs.pop("input_features", None)
+        return model_inputs
+
+
+__all__ = [
+    "M2MVAudioEncoder",
+    "M2MVForConditionalGeneration",
+    "M2MVModel",
+    "M2MVMultiModalProjector",
+    "M2MVPreTrainedModel",
+]
