@@ -89,10 +89,6 @@ def make_clip_id(package: str, track_key: str, offset_s: float) -> str:
 # Small file helpers
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj)
-
-
 def _atomic_write_audio(path: Path, y: np.ndarray, sr: int, fmt: str = "FLAC", subtype: str = "PCM_16") -> None:
     with atomic_file(path) as tmp:
         sf.write(str(tmp), y, sr, format=fmt, subtype=subtype)
@@ -167,7 +163,7 @@ def _render(task: TrackTask) -> tuple[Path, dict]:
         _atomic_write_audio(out, np.clip(y * np.float32(10 ** (gain_db / 20)), -1, 1), sr)  # 16 bits, as the clips
         meta.update(peak=peak, gain_db=round(gain_db, 3), duration_s=len(y) / sr, sample_rate=sr,
                     audible_start_s=start, audible_end_s=end)
-        _atomic_write_json(meta_path, meta)
+        atomic_write_json(meta_path, meta)
     except DebianError as e:
         raise CorpusError(str(e)) from e
     finally:
@@ -258,7 +254,7 @@ def process_track(task: TrackTask) -> TrackResult:
         if len(y) < n * 0.99:
             rej = _reject(t, clip_id, "truncated",
                           f"decoded only {len(y) / sr:.2f} s of {CLIP_S:.0f} s at {offset_s:.2f} s (truncated file?)")
-            _atomic_write_json(rej_path, rej)
+            atomic_write_json(rej_path, rej)
             res.rejects.append(rej)
             continue
         y = y[:n]
@@ -271,7 +267,7 @@ def process_track(task: TrackTask) -> TrackResult:
         reason = silence_reason(y)
         if reason:
             rej = _reject(t, clip_id, "silent", reason)
-            _atomic_write_json(rej_path, rej)
+            atomic_write_json(rej_path, rej)
             res.rejects.append(rej)
             continue
         y = np.clip(y, -1.0, 1.0)
@@ -293,7 +289,7 @@ def process_track(task: TrackTask) -> TrackResult:
         }
         _atomic_write_audio(flac, y, sr)
         os.chmod(flac, 0o444)  # output folders hard-link these: keep them from being edited in place
-        _atomic_write_json(rec_path, rec)
+        atomic_write_json(rec_path, rec)
         res.records.append(rec)
     res.seconds = time.time() - t0
     return res

@@ -69,7 +69,7 @@ from dataset_scripts.corpus_clips import (
 from dataset_scripts.corpus_sources import SOURCES, SUBSETS, candidate_order, enumerate_tracks, slug
 from dataset_scripts.debian import DebianError, Tool, ensure_tools, fetch_deb, unpack_deb, version_key
 from m2mv.data.cache import cache_root
-from m2mv.data.fileio import atomic_write_json, atomic_write_text
+from m2mv.data.fileio import atomic_file, atomic_write_json, atomic_write_text
 from m2mv.errors import CorpusError
 
 log = logging.getLogger("m2mv.demo_corpus")
@@ -108,15 +108,12 @@ def _place(src: Path, dst: Path) -> None:
                 return
         except OSError:
             pass
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
+    with atomic_file(dst) as tmp:
         tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 @dataclass

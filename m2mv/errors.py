@@ -37,3 +37,12 @@ class UsageError(M2MVError, ValueError):
 
 class CorpusError(M2MVError, RuntimeError):
     """A demo-corpus build step failed (a package, a renderer, a track); names the package and file."""
+
+
+class VideoError(M2MVError, ValueError):
+    """A music video that cannot be used: unreadable, truncated, no audio or video stream; names the file."""
+
+
+class PipelineError(M2MVError, ValueError):
+    """A dataset-pipeline step that failed for one song (clip not found, a reply that never parsed, a server that
+    is down); names the song, the file or the URL."""

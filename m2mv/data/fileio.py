@@ -27,9 +27,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared like any other
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared like any other
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
