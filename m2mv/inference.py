@@ -28,6 +28,8 @@ from m2mv.checkpoints.loading import load_checkpoint, resolve_checkpoint
 from m2mv.data.fileio import append_jsonl, read_jsonl
 from m2mv.data.schema import conditioning
 from m2mv.errors import UsageError
+from m2mv.pipeline.lyrics import understand_lyrics
+from m2mv.pipeline.models import chat_model
 from mv_format_m2mv import frame_boundary_problem
 
 
@@ -238,6 +240,12 @@ def completed_files(out: Path, settings: dict) -> set[str]:
             if "file" in row and "error" not in row and row.get("settings") == settings}
 
 
+def lyrics_chat_model(model: str | None = None, url: str | None = None, url_model: str | None = None):
+    """The LLM that writes a lyrics understanding for ``--lyrics``: a served one (``url`` + ``url_model``), a
+    transformers chat model (``model``), or by default the real SmolLM2-135M-Instruct, in-process."""
+    return chat_model(model, url, url_model, url_flag="--lyrics-llm-url")
+
+
 def describe_files(
     audio_paths: Sequence[str | Path],
     model_dir: str | Path | None = None,
@@ -250,8 +258,14 @@ def describe_files(
     out: str | Path | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    lyrics: str | None = None,
+    lyrics_chat=None,
 ) -> list[dict]:
     """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``).
+
+    ``lyrics``: the song's lyrics themselves; the lyrics understanding of the prompt is then written from them by
+    ``lyrics_chat`` (:func:`lyrics_chat_model`; the pipeline's own step, :mod:`m2mv.pipeline.lyrics`). Give either
+    ``lyrics`` or a ready ``lyrics_understanding``.
 
     ``align="beats"``: beat-aligned frames listed in the prompt; the dict adds ``align``, ``boundaries``,
     ``beat_times`` and ``frames_match_boundaries`` (a mismatch is also one of ``parsed["problems"]``).
@@ -262,6 +276,14 @@ def describe_files(
     check_align(align)
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+    if lyrics is not None and lyrics_understanding is not None:
+        raise UsageError("give the lyrics (--lyrics) or a ready lyrics understanding (--lyrics-understanding), not "
+                         "both")
+    if lyrics is not None:
+        lyrics_understanding = understand_lyrics(lyrics_chat or lyrics_chat_model(), lyrics)
+        if lyrics_understanding is None:
+            print("note: the lyrics hold no words to understand (empty or instrumental): no lyrics understanding",
+                  file=sys.stderr)
     model_dir = resolve_checkpoint(model_dir)
     model, processor = load_checkpoint(model_dir)
     given = {"genre_tags": genre_tags, "mv_type": mv_type, "lyrics_understanding": lyrics_understanding}

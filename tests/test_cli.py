@@ -239,3 +239,22 @@ def test_train_with_an_accelerate_config_launches_accelerate():
     assert launch == ["--num_processes", "8"]
     assert stage == ["-m", "m2mv", "train", "--config", str(configs_dir() / "stage2.yaml"), "--output_dir", "out"]
     assert accelerate_command(["--config", "stage2"]) is None
+
+
+def test_describe_takes_the_lyrics_themselves_and_understands_them(tiny_checkpoint, tmp_path, capsys):
+    """--lyrics FILE: the real SmolLM2 writes the lyrics understanding the model is prompted with (the data
+    pipeline's step); --lyrics-understanding FILE: a ready one; both at once is refused."""
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("We drove all night along the coast,\nthe radio played the song we loved the most.\n")
+    out = tmp_path / "described.jsonl"
+    assert main(["describe", str(DEMO), "--model", str(tiny_checkpoint), "--lyrics", str(lyrics), "--greedy",
+                 "--max-new-tokens", "2", "--out", str(out)]) == 0
+    (row,) = _jsonl(out)
+    understanding = row["settings"]["lyrics_understanding"]
+    assert isinstance(understanding, str) and len(understanding.split()) >= 5
+    assert "We drove all night along the coast" not in understanding  # an understanding, not the lyrics
+    ready = tmp_path / "understanding.txt"
+    ready.write_text("A song about a night drive.")
+    assert main(["describe", str(DEMO), "--model", str(tiny_checkpoint), "--lyrics", str(lyrics),
+                 "--lyrics-understanding", str(ready)]) == 2
+    assert "give the lyrics (--lyrics) or a ready lyrics understanding" in _one_error_line(capsys.readouterr().err)

@@ -12,7 +12,7 @@ COMMON_WORDS = {"the", "a", "and", "of", "with", "in", "is", "video", "music", "
 @pytest.fixture(scope="module")
 def smollm2_checkpoint(tmp_path_factory):
     from m2mv.checkpoints.convert import build_checkpoint
-    from m2mv.checkpoints.offline_models import smollm2_folder
+    from m2mv.data.offline_models import smollm2_folder
 
     return build_checkpoint(tmp_path_factory.mktemp("smol") / "m2mv-smollm2-random-encoder", smollm2_folder())
 

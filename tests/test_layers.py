@@ -15,12 +15,14 @@ REMOTE_CODE = {"configuration_m2mv", "modeling_m2mv", "feature_extraction_m2mv",
 ALLOWED = {
     "remote code": {"remote code"},
     "data": {"remote code", "data"},
-    "dataset builders": {"remote code", "data", "dataset builders"},
+    "pipeline": {"remote code", "data", "pipeline"},
+    "dataset builders": {"remote code", "data", "pipeline", "dataset builders"},
     "checkpoints": {"remote code", "data", "checkpoints"},
-    "inference": {"remote code", "data", "checkpoints", "inference"},
+    "inference": {"remote code", "data", "pipeline", "checkpoints", "inference"},
     "training": {"remote code", "data", "checkpoints", "training"},
     "evaluation": {"remote code", "data", "checkpoints", "inference", "evaluation"},
-    "demo": {"remote code", "data", "dataset builders", "checkpoints", "inference", "training", "evaluation", "demo"},
+    "demo": {"remote code", "data", "pipeline", "dataset builders", "checkpoints", "inference", "training",
+             "evaluation", "demo"},
     "cli": set(),  # everything below it; nothing imports it
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"} | {"cli"}
@@ -35,11 +37,13 @@ def group(module: str) -> str | None:
         return "dataset builders"
     if module in ("m2mv", "m2mv.errors", "m2mv.beats", "m2mv.configs") or module.startswith("m2mv.data"):
         return "data"
-    for name in ("checkpoints", "inference", "training", "evaluation", "demo", "cli"):
+    for name in ("pipeline", "checkpoints", "inference", "training", "evaluation", "demo", "cli"):
         if module == f"m2mv.{name}" or module.startswith(f"m2mv.{name}."):
             return name
     if module == "m2mv.__main__":
         return "cli"
+    if module == "m2mv.demo_videos":
+        return "demo"
     return None
 
 

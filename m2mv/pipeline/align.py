@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 
 ENVELOPE_RATE = 22050
@@ -29,16 +30,12 @@ class Alignment:
 
 
 def _mono(waveform: np.ndarray, rate: int, target: int) -> np.ndarray:
-    import librosa
-
     mono = np.asarray(waveform, dtype=np.float32)
     mono = mono.mean(axis=0) if mono.ndim == 2 else mono
     return librosa.resample(mono, orig_sr=rate, target_sr=target) if rate != target else mono
 
 
 def _envelope(mono: np.ndarray) -> np.ndarray:
-    import librosa
-
     return np.log1p(librosa.onset.onset_strength(y=mono, sr=ENVELOPE_RATE, hop_length=HOP).astype(np.float64))
 
 

