@@ -26,8 +26,10 @@ class M2MVAudioConfig(PreTrainedConfig):
         intermediate_size: MLP width (4x the width in ImageBind).
         drop_path_rate: stochastic-depth rate of the last block (linearly spaced from 0).
         output_dim: size of the joint embedding space (the head's output).
-        logit_scale: fixed factor applied after L2 normalisation (ImageBind's ``LearnableLogitScaling(20.0,
-            learnable=False)``).
+        logit_scale: fixed factor applied after L2 normalisation. 1.0 (the default) is the paper's framework:
+            NExT-GPT's copy of ImageBind applies only the L2 ``Normalize`` to audio and skips the scaling. 20.0 is
+            Meta's ImageBind (``LearnableLogitScaling(20.0, learnable=False)``); checkpoints written before m2mv
+            0.3 store 20.0 and keep it.
         patch_layer_norm_eps: eps of the LayerNorm after the patch embedding (``nn.LayerNorm`` default).
         layer_norm_eps: eps of the blocks' and the head's LayerNorms.
         clips_per_audio: 2-s clips sampled evenly over each input (ImageBind samples 3).
@@ -47,7 +49,7 @@ class M2MVAudioConfig(PreTrainedConfig):
     intermediate_size: int = 3072
     drop_path_rate: float = 0.1
     output_dim: int = 1024
-    logit_scale: float = 20.0
+    logit_scale: float = 1.0
     patch_layer_norm_eps: float = 1e-5
     layer_norm_eps: float = 1e-6
     clips_per_audio: int = 3
@@ -94,6 +96,9 @@ class M2MVConfig(PreTrainedConfig):
             ``clips_per_audio`` = one LM token per 2-s clip.
         projector_bias: whether the adaptor ``Linear(output_dim, hidden_size)`` has a bias (NExT-GPT's has).
         freeze_audio_encoder: keep the encoder frozen (``requires_grad=False``) after loading.
+        prellm_fusion_layers: DeepResonance's pre-LLM fusion: this many ``nn.TransformerEncoderLayer``s over the
+            prompt's input segment (the audio tokens and the text around them) before the LM; 0 (default): none.
+        prellm_fusion_dropout: dropout of those layers (DeepResonance's 0.1).
         tie_word_embeddings: follows ``text_config.tie_word_embeddings`` (SmolLM2 ties, Vicuna does not).
     """
 
@@ -111,6 +116,8 @@ class M2MVConfig(PreTrainedConfig):
     projector_bias: bool = True
     freeze_audio_encoder: bool = True
     tie_word_embeddings: bool = False
+    prellm_fusion_layers: int = 0
+    prellm_fusion_dropout: float = 0.1
 
     # Read by nothing (prompt conditioning is chosen per call); dropped when a config.json written before has them.
     _removed_keys: ClassVar[tuple[str, ...]] = ("use_genre_tags", "use_mv_type", "use_lyrics_understanding")
@@ -130,6 +137,8 @@ class M2MVConfig(PreTrainedConfig):
                 f"M2MVConfig.num_audio_tokens must be 1 (mean of the clips) or clips_per_audio "
                 f"({audio.clips_per_audio}, one token per clip), got {self.num_audio_tokens}"
             )
+        if self.prellm_fusion_layers < 0:
+            raise ValueError(f"M2MVConfig.prellm_fusion_layers must be >= 0, got {self.prellm_fusion_layers}")
         vocab_size = getattr(text, "vocab_size", None)
         if vocab_size is not None and not 0 <= self.audio_token_id < vocab_size:
             raise ValueError(

@@ -182,7 +182,8 @@ class M2MVAudioEncoderLayer(GradientCheckpointingLayer):
 
 
 class M2MVAudioHead(nn.Module):
-    """LayerNorm, take the CLS token, project to the joint space, L2-normalise, multiply by the fixed scale."""
+    """LayerNorm, take the CLS token, project to the joint space, L2-normalise, multiply by the fixed scale
+    (``config.logit_scale``: 1 in NExT-GPT, the paper's framework; 20 in Meta's ImageBind)."""
 
     def __init__(self, config: M2MVAudioConfig):
         super().__init__()
@@ -284,6 +285,33 @@ class M2MVMultiModalProjector(nn.Module):
         return self.linear(audio_embeddings.to(self.linear.weight.dtype))
 
 
+class M2MVPreLLMFusion(nn.Module):
+    """DeepResonance's pre-LLM fusion: ``nn.TransformerEncoder`` layers (PyTorch's defaults: post-norm, ReLU) over
+    the prompt's input segment, the positions where ``fusion_mask`` is set (the audio tokens and the text around
+    them, one contiguous run per row), before the language model; the instruction turn is left as it is."""
+
+    def __init__(self, config: M2MVConfig):
+        super().__init__()
+        text = config.text_config
+        layer = nn.TransformerEncoderLayer(d_model=text.hidden_size, nhead=text.num_attention_heads,
+                                           dim_feedforward=text.intermediate_size,
+                                           dropout=config.prellm_fusion_dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=config.prellm_fusion_layers, enable_nested_tensor=False)
+
+    def forward(self, inputs_embeds: torch.Tensor, fusion_mask: torch.Tensor) -> torch.Tensor:
+        mask = fusion_mask.to(torch.bool)
+        lengths = mask.sum(dim=1)
+        width = int(lengths.max())
+        if width == 0:
+            return inputs_embeds
+        # The fused positions of each row, in order, right-padded (what DeepResonance's encoder sees).
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
+        segment = inputs_embeds.gather(1, order.unsqueeze(-1).expand(-1, -1, inputs_embeds.shape[-1]))
+        padding = torch.arange(width, device=mask.device)[None] >= lengths[:, None]
+        fused = self.encoder(segment, src_key_padding_mask=padding)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1).expand_as(inputs_embeds), fused[~padding])
+
+
 class M2MVPreTrainedModel(PreTrainedModel):
     config: M2MVConfig
     base_model_prefix = "model"
@@ -340,6 +368,7 @@ class M2MVModel(M2MVPreTrainedModel):
         self.audio_tower = M2MVAudioEncoder(config.audio_config)
         self.multi_modal_projector = M2MVMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        self.prellm_fusion = M2MVPreLLMFusion(config) if config.prellm_fusion_layers else None
         if config.freeze_audio_encoder:
             self.audio_tower.requires_grad_(False)
         self.post_init()
@@ -408,6 +437,23 @@ class M2MVModel(M2MVPreTrainedModel):
         )
         return mask.unsqueeze(-1).expand_as(inputs_embeds).to(inputs_embeds.device)
 
+    def _fuse_input_segment(self, inputs_embeds: torch.Tensor, fusion_mask: torch.Tensor | None,
+                            cache: Cache | None) -> torch.Tensor:
+        """The pre-LLM fusion over the prompt's input segment (first step only: later steps read the cache)."""
+        if self.prellm_fusion is None:
+            if fusion_mask is not None:
+                raise ValueError("fusion_mask given, but this model has no pre-LLM fusion (prellm_fusion_layers=0)")
+            return inputs_embeds
+        if fusion_mask is None:
+            if cache is None or cache.get_seq_length() == 0:
+                raise ValueError("this model fuses the prompt's input segment before the LM (prellm_fusion_layers="
+                                 f"{self.config.prellm_fusion_layers}): pass the processor's fusion_mask")
+            return inputs_embeds
+        if fusion_mask.shape != inputs_embeds.shape[:2]:
+            raise ValueError(f"fusion_mask has shape {tuple(fusion_mask.shape)}, expected "
+                             f"{tuple(inputs_embeds.shape[:2])} (batch, sequence)")
+        return self.prellm_fusion(inputs_embeds, fusion_mask.to(inputs_embeds.device))
+
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -420,8 +466,14 @@ class M2MVModel(M2MVPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        fusion_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | M2MVModelOutputWithPast:
+        r"""
+        fusion_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            The prompt's input segment, fused by the pre-LLM fusion layers (``config.prellm_fusion_layers``) before
+            the language model; the processor of such a checkpoint returns it. Needed on the first step only.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -433,6 +485,7 @@ class M2MVModel(M2MVPreTrainedModel):
             audio_features = audio_features.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, audio_features)
+        inputs_embeds = self._fuse_input_segment(inputs_embeds, fusion_mask, cache)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -518,8 +571,13 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        fusion_mask: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | M2MVCausalLMOutputWithPast:
+        r"""
+        fusion_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            See :meth:`M2MVModel.forward` (checkpoints with pre-LLM fusion only).
+        """
         outputs = self.model(
             input_ids=input_ids,
             input_features=input_features,
@@ -529,6 +587,7 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            fusion_mask=fusion_mask,
             return_dict=True,
             **kwargs,
         )
@@ -565,6 +624,7 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         if not is_first_iteration and kwargs.get("use_cache", True):
             model_inputs.pop("audio_embeds", None)
             model_inputs.pop("input_features", None)
+            model_inputs.pop("fusion_mask", None)
         return model_inputs
 
 
@@ -573,5 +633,6 @@ __all__ = [
     "M2MVForConditionalGeneration",
     "M2MVModel",
     "M2MVMultiModalProjector",
+    "M2MVPreLLMFusion",
     "M2MVPreTrainedModel",
 ]

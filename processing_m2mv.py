@@ -12,6 +12,7 @@ imports (transformers copies a remote-code file's relative imports with it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,28 +33,53 @@ except ImportError:  # imported from the source tree as a top-level module
 # The processor
 # ----------------------------------------------------------------------------------------------------------------
 
-# NExT-GPT's prompt: "### Human: <Audio>[audio]</Audio> {conditioning} {instruction}\n### Assistant: {answer}\n###".
+def _chat_template(turn_start: str, audio_part: str, text_part: str = "{%- elif part['type'] == 'text' %} "
+                   "{{ part['text'] }}", generation_prompt: str = "{{ stop_string }} Assistant:") -> str:
+    """A prompt template: ``turn_start`` opens the user turn, ``audio_part`` renders the audio, ``text_part`` the
+    instruction; the conditioning, the answer and the ``###`` separators are the same in every template."""
+    return (
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' -%}"
+        + turn_start +
+        "{%- for part in message['content'] -%}"
+        + audio_part +
+        "{%- elif part['type'] == 'genre_tags' %} Genre tags: {{ part['genre_tags'] | join(', ') }}."
+        "{%- elif part['type'] == 'mv_type' %} MV type: {{ part['mv_type'] }}."
+        "{%- elif part['type'] == 'lyrics_understanding' %} Lyrics understanding: {{ part['lyrics_understanding'] }}"
+        "{%- elif part['type'] == 'frame_boundaries' %} Frames: {{ part['frame_boundaries'] | join(', ') }}."
+        + text_part +
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{{ '\\n' }}"
+        "{%- elif message['role'] == 'assistant' -%}"
+        "{{ stop_string }} Assistant: {{ message['content'] }}{{ '\\n' + stop_string }}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}" + generation_prompt + "{%- endif -%}"
+    )
+
+
+# m2mv's prompt, NExT-GPT's training format:
+# "### Human: <Audio>[audio]</Audio> {conditioning} {instruction}\n### Assistant: {answer}\n###".
 # ``stop_string`` ("###") is NExT-GPT's turn separator, and so where a generated answer ends.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{ stop_string }} Human:"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'audio' %} <Audio>{{ audio_token }}</Audio>"
-    "{%- elif part['type'] == 'genre_tags' %} Genre tags: {{ part['genre_tags'] | join(', ') }}."
-    "{%- elif part['type'] == 'mv_type' %} MV type: {{ part['mv_type'] }}."
-    "{%- elif part['type'] == 'lyrics_understanding' %} Lyrics understanding: {{ part['lyrics_understanding'] }}"
-    "{%- elif part['type'] == 'frame_boundaries' %} Frames: {{ part['frame_boundaries'] | join(', ') }}."
-    "{%- elif part['type'] == 'text' %} {{ part['text'] }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{{ '\\n' }}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{ stop_string }} Assistant: {{ message['content'] }}{{ '\\n' + stop_string }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ stop_string }} Assistant:{%- endif -%}"
-)
+CHAT_TEMPLATE = _chat_template("{{ stop_string }} Human:",
+                               "{%- if part['type'] == 'audio' %} <Audio>{{ audio_token }}</Audio>")
+
+# NExT-GPT's own inference prompt (a checkpoint converted from NExT-GPT carries it, with ``tokenize_segments``):
+# NExT-GPT splits "### Human: <Audio>..</Audio>  {instruction}\n### Assistant:" around the audio, gives each text
+# segment its own BOS and wraps the audio embedding in its <Img> ... </Img> tokens
+# (NExT-GPT-Lagacy/code/model/anyToImageVideoAudio.py, prepare_generation_embedding and _prepare_audio_embed):
+# [BOS] "### Human:" <Img> [audio] </Img> [BOS] " {conditioning} {instruction}\n### Assistant:".
+NEXTGPT_CHAT_TEMPLATE = _chat_template("{{ bos_token }}{{ stop_string }} Human:",
+                                       "{%- if part['type'] == 'audio' -%}<Img>{{ audio_token }}</Img>{{ bos_token }}")
+
+# DeepResonance's prompt (code/model/deepresonance.py, _prepare_one_mixed_embedding): the input segment (the audio's
+# clip tokens, then its text; no BOS when it starts with the audio), then "### Human: {instruction}\n### Assistant: ",
+# each tokenised on its own; the pre-LLM fusion reads the input segment only (``input_boundary``, ``fuse_input``).
+DEEPRESONANCE_CHAT_TEMPLATE = _chat_template(
+    "", "{%- if part['type'] == 'audio' -%}{{ audio_token }}",
+    text_part="{%- elif part['type'] == 'text' -%}{{ stop_string }} Human: {{ part['text'] }}",
+    generation_prompt="{{ stop_string }} Assistant:{{ ' ' }}")
 
 # Instructions by task; "<task>_given_frames" replaces the task's instruction when the prompt lists the frames.
 GIVEN_FRAMES_SUFFIX = "_given_frames"
@@ -81,6 +107,13 @@ class M2MVProcessor(ProcessorMixin):
         instructions: task name -> instruction text (``"<task>_given_frames"``: the instruction used with
             ``frame_boundaries``).
         stop_string: the prompt's turn separator, where generated answers end (``###``, NExT-GPT's).
+        tokenize_segments: tokenise the prompt as NExT-GPT does: split at the tokenizer's special and added tokens,
+            each text segment on its own (so a SentencePiece tokenizer prefixes each with its word boundary) and no
+            BOS added (the template writes it). ``False`` (m2mv's own checkpoints): the whole prompt at once, BOS
+            added by the tokenizer.
+        input_boundary: where the prompt's input segment ends (DeepResonance: ``"### Human:"``, its instruction
+            turn): the two sides are tokenised apart. Needs ``tokenize_segments``.
+        fuse_input: also return ``fusion_mask`` marking the input segment, for a model with pre-LLM fusion.
     """
 
     def __init__(
@@ -93,8 +126,18 @@ class M2MVProcessor(ProcessorMixin):
         mv_types: list[str] | None = None,
         instructions: dict[str, str] | None = None,
         stop_string: str = STOP_STRING,
+        tokenize_segments: bool = False,
+        input_boundary: str | None = None,
+        fuse_input: bool = False,
     ):
+        if input_boundary and not tokenize_segments:
+            raise ValueError("input_boundary needs tokenize_segments=True")
+        if fuse_input and not input_boundary:
+            raise ValueError("fuse_input needs an input_boundary (where the fused input segment ends)")
         self.audio_token = audio_token
+        self.tokenize_segments = tokenize_segments
+        self.input_boundary = input_boundary
+        self.fuse_input = fuse_input
         self.stop_string = stop_string
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
         if self.audio_token_id is None or self.audio_token_id == tokenizer.unk_token_id:
@@ -224,7 +267,12 @@ class M2MVProcessor(ProcessorMixin):
                     f"{1 if has_audio else 0} ({'audio given' if has_audio else 'no audio given'})"
                 )
         expanded = [p.replace(self.audio_token, self.audio_token * self.num_audio_tokens) for p in prompts]
-        rows = [self.tokenizer(p, add_special_tokens=True)["input_ids"] for p in expanded]
+        heads = None  # the input segments' ids
+        if self.input_boundary:
+            heads = [self._input_segment_ids(p) for p in expanded]
+            rows = [head + self.tokenize_prompt(p[p.index(self.input_boundary):]) for p, head in zip(expanded, heads)]
+        else:
+            rows = [self.tokenize_prompt(p) for p in expanded]
         labels = None
         if answers is not None:
             answer_ids = [self.tokenizer(self.build_answer(a), add_special_tokens=False)["input_ids"] for a in answers]
@@ -235,7 +283,11 @@ class M2MVProcessor(ProcessorMixin):
                 answer_ids = [ids[: max_length - len(row)] for row, ids in zip(rows, answer_ids)]
             labels = [[-100] * len(row) + ids for row, ids in zip(rows, answer_ids)]
             rows = [row + ids for row, ids in zip(rows, answer_ids)]
-        data = self._pad(rows, labels, padding_side or ("right" if answers is not None else "left"))
+        side = padding_side or ("right" if answers is not None else "left")
+        data = self._pad(rows, labels, side)
+        if self.fuse_input:
+            marks = [[1] * len(head) + [0] * (len(row) - len(head)) for head, row in zip(heads, rows)]
+            data["fusion_mask"] = self._pad(marks, None, side, pad_id=0)["input_ids"]
         if audio is not None:
             features = self.feature_extractor(audio, sampling_rate=sampling_rate)["input_features"]
             if len(features) != len(prompts):
@@ -245,10 +297,31 @@ class M2MVProcessor(ProcessorMixin):
             data["audio_embeds"] = np.asarray(audio_embeds, dtype=np.float32)
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def _pad(self, rows: list[list[int]], labels: list[list[int]] | None, side: str) -> dict:
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Token ids of one rendered prompt (see ``tokenize_segments``)."""
+        if not self.tokenize_segments:
+            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        specials = set(self.tokenizer.all_special_tokens) | set(self.tokenizer.get_added_vocab())
+        pattern = "(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")"
+        ids: list[int] = []
+        for piece in re.split(pattern, prompt):
+            if piece in specials:
+                ids.append(self.tokenizer.convert_tokens_to_ids(piece))
+            elif piece:
+                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+        return ids
+
+    def _input_segment_ids(self, prompt: str) -> list[int]:
+        """The token ids of a prompt's input segment (before ``input_boundary``)."""
+        if self.input_boundary not in prompt:
+            raise ValueError(f"the prompt has no {self.input_boundary!r}, where its input segment ends")
+        return self.tokenize_prompt(prompt[:prompt.index(self.input_boundary)])
+
+    def _pad(self, rows: list[list[int]], labels: list[list[int]] | None, side: str,
+             pad_id: int | None = None) -> dict:
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
-        pad_id = self.tokenizer.pad_token_id
+        pad_id = self.tokenizer.pad_token_id if pad_id is None else pad_id
         if pad_id is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
         width = max(len(row) for row in rows)
@@ -291,7 +364,8 @@ class M2MVProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "input_features", "audio_embeds"]
+        return ["input_ids", "attention_mask", "input_features", "audio_embeds", "fusion_mask"]
 
 
-__all__ = ["CHAT_TEMPLATE", "DEFAULT_INSTRUCTIONS", "M2MVProcessor"]
+__all__ = ["CHAT_TEMPLATE", "DEEPRESONANCE_CHAT_TEMPLATE", "DEFAULT_INSTRUCTIONS", "M2MVProcessor",
+           "NEXTGPT_CHAT_TEMPLATE"]

@@ -459,9 +459,8 @@ def reference_audio_embedding(model: nn.Module, features: torch.Tensor) -> torch
     return model({"audio": features})["audio"]
 
 
-@torch.no_grad()
-def reference_audio_clip_embeddings(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """Per-clip embeddings (B, clips, out_dim): the steps of ``ImageBindModel.forward`` before the mean."""
+def _audio_clip_embeddings(model: nn.Module, features: torch.Tensor, postprocess: nn.Module) -> torch.Tensor:
+    """The steps of ``ImageBindModel.forward`` before the mean, with ``postprocess`` last -> (B, clips, out_dim)."""
     _check_audio_input(features)
     batch, clips = features.shape[:2]
     x = features.reshape(batch * clips, *features.shape[2:])
@@ -469,8 +468,34 @@ def reference_audio_clip_embeddings(model: nn.Module, features: torch.Tensor) ->
     trunk_inputs, head_inputs = x["trunk"], x["head"]
     x = model.modality_trunks["audio"](**trunk_inputs)
     x = model.modality_heads["audio"](x, **head_inputs)
-    x = model.modality_postprocessors["audio"](x)
-    return x.reshape(batch, clips, -1)
+    return postprocess(x).reshape(batch, clips, -1)
+
+
+@torch.no_grad()
+def reference_audio_clip_embeddings(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Per-clip embeddings (B, clips, out_dim): Meta's ``ImageBindModel.forward`` before the mean."""
+    return _audio_clip_embeddings(model, features, model.modality_postprocessors["audio"])
+
+
+@torch.no_grad()
+def nextgpt_audio_embedding(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """What NExT-GPT feeds its adaptor: its copy of ``ImageBindModel.forward`` applies only the first audio
+    postprocessor (``modality_postprocessors[AUDIO][0]``, the L2 ``Normalize``) and skips the x20
+    ``LearnableLogitScaling``; the clip embeddings are then averaged without re-normalising -> (B, out_dim).
+
+    Worked out from NExT-GPT's code (it installs from no registry): ``NExT-GPT-Lagacy/code/model/ImageBind/models/
+    imagebind_model.py``, ``ImageBindModel.forward``, at NExT-GPT commit 60d618b; the authors' fork does the same.
+    Meta's modules run here; only the postprocessing differs.
+    """
+    return nextgpt_audio_clip_embeddings(model, features).mean(dim=1)
+
+
+@torch.no_grad()
+def nextgpt_audio_clip_embeddings(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The clip embeddings of NExT-GPT's audio path before the mean -> (B, clips, out_dim): what DeepResonance's
+    fork returns as ``audio_original`` and feeds its adaptor with ``imagebind_embs_seq`` (its
+    ``code/model/ImageBind/models/imagebind_model.py``, ``forward``)."""
+    return _audio_clip_embeddings(model, features, model.modality_postprocessors["audio"][0])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Our audio encoder is ImageBind's: Meta's code and ours, same weights (through the converter), same outputs."""
+"""Our audio encoder is ImageBind's: Meta's code and ours, same weights (through the converter), same outputs; with
+``logit_scale=1`` (the default) it is what NExT-GPT, the paper's framework, feeds its adaptor."""
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ def _ours_from_reference(reference, config, tmp_path):
 
 
 def _assert_same_embeddings(reference, ours):
+    """Meta's forward (x20) against ours with ``logit_scale=20``."""
     features = _features()
     with torch.no_grad():
         expected_clips = ro.reference_audio_clip_embeddings(reference, features[:, :, None])
@@ -42,20 +44,45 @@ def _assert_same_embeddings(reference, ours):
     return (clips - expected_clips).abs().max().item()
 
 
+def _assert_nextgpt_embedding(reference, ours):
+    """NExT-GPT's audio path (L2 only, mean of the clips) against ours with ``logit_scale=1``: the mean the
+    model's one audio token is projected from."""
+    features = _features()
+    with torch.no_grad():
+        expected = ro.nextgpt_audio_embedding(reference, features[:, :, None])
+        meta = ro.reference_audio_embedding(reference, features[:, :, None])
+        clips = ours(features).pooler_output
+    assert (clips.mean(dim=1) - expected).abs().max() < 1e-5
+    torch.testing.assert_close(clips.norm(dim=-1), torch.ones(2, 3))  # each clip unit-norm ...
+    assert (expected.norm(dim=-1) < 1).all()  # ... their mean is not re-normalised
+    torch.testing.assert_close(meta, 20 * expected, rtol=1e-4, atol=1e-4)  # Meta's is the same, x20
+
+
+def _small_config(**overrides):
+    return M2MVAudioConfig(**SMALL_CONFIG, **overrides)
+
+
 def test_small_encoder_matches_meta_code(tmp_path):
     reference = ro.build_reference_imagebind(small=True, seed=1, **SMALL)
-    config = M2MVAudioConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
-    ours = _ours_from_reference(reference, config, tmp_path)
+    ours = _ours_from_reference(reference, _small_config(logit_scale=20.0), tmp_path)
     _assert_same_embeddings(reference, ours)
+
+
+def test_the_default_audio_path_is_nextgpts(tmp_path):
+    assert M2MVAudioConfig().logit_scale == 1.0
+    reference = ro.build_reference_imagebind(small=True, seed=1, **SMALL)
+    ours = _ours_from_reference(reference, _small_config(), tmp_path)  # the same .pth Meta's code loads
+    _assert_nextgpt_embedding(reference, ours)
 
 
 @pytest.mark.slow
-def test_full_size_imagebind_huge_audio_branch_matches_meta_code(tmp_path):
+def test_full_size_imagebind_huge_audio_branch_matches_meta_and_nextgpt_code(tmp_path):
     reference = ro.build_reference_imagebind(small=False, seed=2)
-    config = M2MVAudioConfig()  # the defaults are the real sizes
-    ours = _ours_from_reference(reference, config, tmp_path)
+    ours = _ours_from_reference(reference, M2MVAudioConfig(logit_scale=20.0), tmp_path)  # otherwise the real sizes
     assert sum(p.numel() for p in ours.parameters()) == 86_235_648
     _assert_same_embeddings(reference, ours)
+    ours.config.logit_scale = ours.head.logit_scale = 1.0  # the same weights on NExT-GPT's path
+    _assert_nextgpt_embedding(reference, ours)
 
 
 # -- converter errors ---------------------------------------------------------------------------------------
@@ -85,6 +112,14 @@ def test_extra_key_is_named(small_state):
 def test_misshaped_key_is_named(small_state):
     with pytest.raises(CheckpointError, match="has shape"):
         convert_imagebind_audio_state_dict(small_state, M2MVAudioConfig(**dict(SMALL_CONFIG, intermediate_size=128)))
+
+
+def test_a_file_whose_audio_scale_is_not_imagebinds_is_refused(small_state):
+    for scale in (1.0, 20.0):  # the file's buffer is Meta's 20 whichever scale the config follows
+        convert_imagebind_audio_state_dict(small_state, M2MVAudioConfig(**SMALL_CONFIG, logit_scale=scale))
+    state = dict(small_state, **{"modality_postprocessors.audio.1.log_logit_scale": torch.tensor(5.0).log()})
+    with pytest.raises(CheckpointError, match="audio logit scale 5, expected ImageBind's fixed 20"):
+        convert_imagebind_audio_state_dict(state, M2MVAudioConfig(**SMALL_CONFIG))
 
 
 def test_other_modalities_are_dropped(small_state):

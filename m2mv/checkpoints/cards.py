@@ -37,6 +37,7 @@ class CardFacts:
     language_model: str | None = None
     audio_encoder: str | None = None
     num_audio_tokens: int | None = None
+    audio_scale: float | None = None  # the audio config's logit_scale (1: NExT-GPT, the paper's; 20: Meta's)
 
     @classmethod
     def from_dict(cls, data: dict) -> "CardFacts":
@@ -72,10 +73,19 @@ branch (frozen), a linear adaptor, and a Llama-family language model.
 - Language model: {{ facts.language_model }}
 - Audio encoder: {{ facts.audio_encoder }}
 - Audio tokens per input: {{ facts.num_audio_tokens }}
-- {{ adaptor }}
+{% if scale %}- Audio embedding: {{ scale }}
+{% endif %}- {{ adaptor }}
 {{ notes }}
 {{ usage }}
 """
+
+
+def audio_scale_text(scale: float | None) -> str:
+    """How a card names the audio embedding's scale ("" when unknown)."""
+    if scale is None:
+        return ""
+    framework = {1.0: "NExT-GPT's audio path, the paper's framework", 20.0: "Meta's ImageBind"}.get(float(scale))
+    return f"L2-normalised, times {float(scale):g}" + (f" ({framework})" if framework else "")
 
 
 def base_card(name: str, facts: CardFacts, adaptor: str, notes: str = "", license: str = "other") -> ModelCard:
@@ -85,7 +95,7 @@ def base_card(name: str, facts: CardFacts, adaptor: str, notes: str = "", licens
     data = ModelCardData(library_name="transformers", license=license, pipeline_tag="audio-text-to-text", tags=tags,
                          **{FACTS_KEY: asdict(facts)})
     return ModelCard.from_template(data, template_str=BASE_TEMPLATE, name=name, facts=facts, adaptor=adaptor,
-                                   warning=random_weights_warning(facts), notes=notes and f"\n{notes}\n",
+                                   warning=random_weights_warning(facts), scale=audio_scale_text(facts.audio_scale), notes=notes and f"\n{notes}\n",
                                    usage=USAGE)
 
 

@@ -42,6 +42,10 @@ AUTO_MAP = {
     "AutoModelForCausalLM": "modeling_m2mv.M2MVForConditionalGeneration",
     "AutoModelForMultimodalLM": "modeling_m2mv.M2MVForConditionalGeneration",
 }
+# The audio encoder's output scale (``M2MVAudioConfig.logit_scale``) by framework: NExT-GPT, which the paper trains
+# in, applies only ImageBind's L2 normalisation to audio; Meta's ImageBind also multiplies by a fixed 20.
+AUDIO_SCALES = {"nextgpt": 1.0, "imagebind": 20.0}
+IMAGEBIND_LOGIT_SCALE = AUDIO_SCALES["imagebind"]  # the buffer Meta's checkpoint stores (as its log)
 # Paper's decoding: temperature 0.1, top-p 1.0, up to 512 new tokens, stop at "###".
 DECODING_DEFAULTS = {"do_sample": True, "temperature": 0.1, "top_p": 1.0, "max_new_tokens": 512}
 
@@ -96,16 +100,18 @@ def convert_imagebind_audio_state_dict(
     key_map = imagebind_audio_key_map(config.num_hidden_layers)
     expected = set(key_map) | {f"modality_trunks.audio.blocks.{i}.attn.{p}"
                                for i in range(config.num_hidden_layers) for p in ("in_proj_weight", "in_proj_bias")}
-    optional = {"modality_postprocessors.audio.1.log_logit_scale"}  # a buffer in Meta's state dict (= log 20)
-    missing, unexpected = sorted(expected - set(audio)), sorted(set(audio) - expected - optional)
+    scale_key = "modality_postprocessors.audio.1.log_logit_scale"  # a buffer in Meta's state dict (= log 20)
+    missing, unexpected = sorted(expected - set(audio)), sorted(set(audio) - expected - {scale_key})
     if missing or unexpected:
         raise CheckpointError(f"{source}: audio-branch keys do not match a {config.num_hidden_layers}-layer encoder; "
                               f"missing: {missing or 'none'}; unexpected: {unexpected or 'none'}")
-    if "modality_postprocessors.audio.1.log_logit_scale" in audio:
-        scale = float(audio["modality_postprocessors.audio.1.log_logit_scale"].exp())
-        if not math.isclose(scale, config.logit_scale, rel_tol=1e-4):
-            raise CheckpointError(f"{source}: logit scale {scale:g} differs from config.logit_scale "
-                                  f"{config.logit_scale:g}")
+    # The file's scale is Meta's fixed 20 whichever framework the config follows (NExT-GPT loads the same file and
+    # skips it); anything else is not ImageBind's audio branch.
+    if scale_key in audio:
+        scale = float(audio[scale_key].exp())
+        if not math.isclose(scale, IMAGEBIND_LOGIT_SCALE, rel_tol=1e-4):
+            raise CheckpointError(f"{source}: audio logit scale {scale:g}, expected ImageBind's fixed "
+                                  f"{IMAGEBIND_LOGIT_SCALE:g}")
     converted = {ours: audio[theirs] for theirs, ours in key_map.items()}
     hidden = config.hidden_size
     for i in range(config.num_hidden_layers):
@@ -132,9 +138,15 @@ def _audio_shapes(config: M2MVAudioConfig) -> dict[str, tuple[int, ...]]:
 
 def load_imagebind_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an ImageBind ``.pth`` with ``weights_only=True``; errors name the file."""
+    return load_state_dict_file(path, "ImageBind")
+
+
+def load_state_dict_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """A PyTorch state-dict file (``what`` names it in errors) read with ``weights_only=True``: no pickled code
+    runs; a ``{"model": state}`` wrapper is unwrapped."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such ImageBind checkpoint file")
+        raise CheckpointError(f"{path}: no such {what} checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:  # weights_only refuses pickled code: say so in one line
@@ -185,11 +197,12 @@ def build_generation_config(tokenizer, text_config) -> GenerationConfig:
     return GenerationConfig(**kwargs)
 
 
-def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left") -> M2MVProcessor:
-    """The processor of a new checkpoint: ImageBind's transform, the tokenizer, the taxonomy, the instructions."""
+def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left", **processor_options) -> M2MVProcessor:
+    """The processor of a new checkpoint: ImageBind's transform, the tokenizer, the taxonomy, the instructions;
+    ``processor_options`` (``chat_template``, ``tokenize_segments``) for an imported checkpoint's own prompt."""
     return M2MVProcessor(M2MVFeatureExtractor(channel_mode=channel_mode), tokenizer, audio_token=AUDIO_TOKEN,
                          num_audio_tokens=num_audio_tokens, mv_types=load_mv_types(),
-                         instructions=dict(DEFAULT_INSTRUCTIONS), stop_string=STOP_STRING)
+                         instructions=dict(DEFAULT_INSTRUCTIONS), stop_string=STOP_STRING, **processor_options)
 
 
 def assemble_model(
@@ -200,11 +213,16 @@ def assemble_model(
     num_audio_tokens: int = 1,
     seed: int = 0,
     zero_adaptor: bool = True,
+    projector_state: dict[str, torch.Tensor] | None = None,
+    config_options: dict | None = None,
+    extra_state: dict[str, torch.Tensor] | None = None,
 ) -> M2MVForConditionalGeneration:
-    """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and a fresh adaptor together.
+    """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and an adaptor together.
 
-    ``zero_adaptor``: start the adaptor at zero (real LMs); ``False`` keeps a random adaptor (tiny test models,
-    where the audio must visibly change the output).
+    ``zero_adaptor``: start a fresh adaptor at zero (real LMs); ``False`` keeps a random adaptor (tiny test models,
+    where the audio must visibly change the output). ``projector_state``: a trained adaptor's ``weight`` and
+    ``bias`` (an imported checkpoint's) instead of a fresh one. ``config_options``: more ``M2MVConfig`` fields
+    (e.g. ``prellm_fusion_layers``) and ``extra_state`` the weights of the parts they add (keys as in the model).
     """
     tokenizer = _prepare_tokenizer(tokenizer)
     if language_model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -212,7 +230,7 @@ def assemble_model(
     text_config = language_model.config
     config = M2MVConfig(audio_config=audio_config, text_config=text_config,
                         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
-                        num_audio_tokens=num_audio_tokens)
+                        num_audio_tokens=num_audio_tokens, **(config_options or {}))
     config.auto_map = dict(AUTO_MAP)
     dtype = language_model.get_input_embeddings().weight.dtype
     torch.manual_seed(seed)
@@ -222,7 +240,9 @@ def assemble_model(
     projector = M2MVMultiModalProjector(config)
     # A fresh adaptor starts at zero: the audio token is then a zero vector the LM tolerates (a random one of
     # ImageBind's norm 20 derails a real LM's English), and stage-1 training moves it (its input is not zero).
-    if zero_adaptor:
+    if projector_state is not None:
+        projector.linear.load_state_dict(projector_state, strict=True)
+    elif zero_adaptor:
         torch.nn.init.zeros_(projector.linear.weight)
         if projector.linear.bias is not None:
             torch.nn.init.zeros_(projector.linear.bias)
@@ -234,6 +254,7 @@ def assemble_model(
         state["lm_head.weight" if key == "lm_head.weight" else "model.language_model." + key.removeprefix("model.")] = value
     if text_config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
+    state.update({k: v.to(dtype) for k, v in (extra_state or {}).items()})
     with torch.device("meta"):
         model = M2MVForConditionalGeneration(config)
     result = model.load_state_dict(state, strict=False, assign=True)
@@ -289,9 +310,13 @@ def build_checkpoint(
     num_audio_tokens: int = 1,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    audio_scale: str = "nextgpt",
 ) -> Path:
-    """ImageBind ``.pth`` (or random audio weights) + a Llama/Vicuna folder -> an m2mv checkpoint folder."""
-    audio_config = M2MVAudioConfig()
+    """ImageBind ``.pth`` (or random audio weights) + a Llama/Vicuna folder -> an m2mv checkpoint folder.
+
+    ``audio_scale``: a key of :data:`AUDIO_SCALES` (``nextgpt``, the paper's framework, or Meta's ``imagebind``).
+    """
+    audio_config = M2MVAudioConfig(logit_scale=audio_scale_value(audio_scale))
     audio_state = None
     if imagebind_path is not None:
         audio_state = convert_imagebind_audio_state_dict(load_imagebind_checkpoint(imagebind_path), audio_config,
@@ -305,9 +330,16 @@ def build_checkpoint(
         language_model=f"{Path(lm_path).name}{' / ' + gguf_file if gguf_file else ''}",
         audio_encoder=(f"ImageBind-Huge audio branch from {Path(imagebind_path).name}" if imagebind_path
                        else "ImageBind-Huge audio architecture with RANDOM weights (no ImageBind checkpoint given)"),
-        num_audio_tokens=num_audio_tokens)
+        num_audio_tokens=num_audio_tokens, audio_scale=audio_config.logit_scale)
     card = base_card(name, facts, ZERO_ADAPTOR_NOTE)
     return save_checkpoint(model, build_processor(tokenizer, num_audio_tokens), out_dir, card)
+
+
+def audio_scale_value(name: str) -> float:
+    """The ``logit_scale`` of a framework name in :data:`AUDIO_SCALES`; an unknown name is an error listing them."""
+    if name not in AUDIO_SCALES:
+        raise CheckpointError(f"unknown audio scale {name!r}; expected one of {sorted(AUDIO_SCALES)}")
+    return AUDIO_SCALES[name]
 
 
 ZERO_ADAPTOR_NOTE = "The adaptor is freshly initialised at zero: train it (stage 1) before the audio means anything."

@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from configuration_m2mv import M2MVAudioConfig
 from m2mv.checkpoints.cards import CardFacts, base_card
-from m2mv.checkpoints.convert import AUDIO_TOKEN, assemble_model, build_processor, save_checkpoint
+from m2mv.checkpoints.convert import AUDIO_TOKEN, assemble_model, audio_scale_value, build_processor, save_checkpoint
 
 TINY_NAME = "m2mv-tiny-random"
 TINY_LM = "tiny random Llama (2 layers, width 64)"
@@ -61,16 +61,18 @@ def tiny_text_config(vocab_size: int, **overrides) -> LlamaConfig:
     return LlamaConfig(**{**sizes, **overrides})
 
 
-def build_tiny_checkpoint(out_dir: str | Path, num_audio_tokens: int = 1, seed: int = 0) -> Path:
+def build_tiny_checkpoint(out_dir: str | Path, num_audio_tokens: int = 1, seed: int = 0,
+                          audio_scale: str = "nextgpt") -> Path:
     """A tiny random m2mv checkpoint (toy-sized ImageBind audio branch + toy Llama) for tests and demos. Its adaptor
-    is random, not zero, so that the audio visibly changes the output."""
+    is random, not zero, so that the audio visibly changes the output. ``audio_scale``: as in the converter."""
     torch.manual_seed(seed)
     tokenizer = make_tiny_tokenizer()
     language_model = LlamaForCausalLM(tiny_text_config(len(tokenizer)))
-    model = assemble_model(language_model, tokenizer, tiny_audio_config(), None, num_audio_tokens, seed,
-                           zero_adaptor=False)
+    audio_config = tiny_audio_config(logit_scale=audio_scale_value(audio_scale))
+    model = assemble_model(language_model, tokenizer, audio_config, None, num_audio_tokens, seed, zero_adaptor=False)
     model.config.name_or_path = TINY_NAME
     facts = CardFacts(random_parts=["language model", "audio encoder", "adaptor"], tiny=True,
-                      language_model=TINY_LM, audio_encoder=TINY_ENCODER, num_audio_tokens=num_audio_tokens)
+                      language_model=TINY_LM, audio_encoder=TINY_ENCODER, num_audio_tokens=num_audio_tokens,
+                      audio_scale=model.config.audio_config.logit_scale)
     card = base_card(TINY_NAME, facts, "The adaptor has random weights (so that the audio visibly changes the output).")
     return save_checkpoint(model, build_processor(tokenizer, num_audio_tokens), out_dir, card)

@@ -31,8 +31,12 @@ RECOMPUTE = "recompute them (m2mv embed --model MODEL --dataset DATASET) or set 
 
 def encoder_hash(model) -> str:
     """sha256 over the audio encoder's parameter names, shapes and float32 bytes (dtype-independent: bf16 rounding
-    changes it, loading the same weights in another dtype and back does not)."""
+    changes it, loading the same weights in another dtype and back does not), and its output scale when it is not
+    Meta's 20 (so the hashes of checkpoints written before the scale was a choice stay what they were)."""
     digest = hashlib.sha256()
+    scale = float(model.audio_tower.config.logit_scale)
+    if scale != 20.0:
+        digest.update(f"logit_scale={scale!r}".encode())
     for name, tensor in sorted(model.audio_tower.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())

@@ -184,7 +184,8 @@ def build_text_pretrained_tiny_checkpoint(out_dir: str | Path, dataset_path: str
                       language_model=f"{TINY_LM}, trained here for {steps} steps (final loss {loss:.3f}) on the prompts "
                                      f"and answers of `{Path(dataset_path).name}`",
                       audio_encoder=f"tiny random ImageBind audio architecture (2 layers, width 32, weights drawn "
-                                    f"with std {encoder_init_std})", num_audio_tokens=1)
+                                    f"with std {encoder_init_std})", num_audio_tokens=1,
+                      audio_scale=model.config.audio_config.logit_scale)
     notes = ("The language model was trained with the audio slot holding the mean embedding of the answer's tokens, "
              "so that it learns to read that slot. Tiny and not pretrained on real data: tests and demos only.")
     card = base_card(name, facts, "The adaptor is at zero.", notes=notes)
