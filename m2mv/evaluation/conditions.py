@@ -19,6 +19,12 @@ ABLATION: dict[str, tuple[str, tuple[str, ...]]] = {
     "all": ("all inputs", CONDITIONING_COLUMNS),
 }
 DEFAULT_CONDITION = "all"
+# How the prompt is written: the checkpoint's own template and decoding, or NExT-GPT's (the paper's zero-shot
+# baseline row; its default condition is music only). Value: (default conditions, what the table says).
+PROMPTS: dict[str, tuple[tuple[str, ...] | None, str]] = {
+    "checkpoint": (None, ""),
+    "nextgpt": (("music_only",), "NExT-GPT zero-shot baseline: NExT-GPT's prompt and decoding"),
+}
 ALIGN_LABELS = {"fixed": "", "beats": ", beat-aligned frames"}  # appended to the condition's label
 
 
