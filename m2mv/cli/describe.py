@@ -3,6 +3,7 @@
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
                   [--mv-type "Live Performance"] [--lyrics lyrics.txt | --lyrics-understanding text.txt]
                   [--json] [--greedy] [--align fixed|beats] [--batch-size N] [--out results.jsonl]
+                  [--export srt,vtt,shots.json] [--export-dir DIR]
 
 ``--lyrics FILE`` takes the song's lyrics themselves: an LLM writes the lyrics understanding the model is prompted
 with (the data pipeline's own step; ``--lyrics-model`` or ``--lyrics-llm-url``/``--lyrics-llm-model``, by default the
@@ -12,6 +13,9 @@ real SmolLM2-135M-Instruct in-process). ``--lyrics-understanding FILE`` takes a 
 lists them in the prompt; the result reports whether the generated frames match them. ``--out`` appends one JSON
 line per file as it finishes; a rerun with the same ``--out`` and settings skips the files already described
 (failed ones are retried). A progress bar runs on stderr when several files are described.
+
+``--export`` writes each description's frames for a video maker: ``DIR/<song>.srt`` and ``.vtt`` (cues an editor
+shows on its timeline) and ``.shots.json`` (a shot list a text-to-video tool takes one shot at a time).
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
 ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
@@ -26,6 +30,7 @@ import sys
 from pathlib import Path
 
 from m2mv.beats import ALIGN_MODES
+from m2mv.errors import UsageError
 
 NAME = "describe"
 
@@ -50,6 +55,8 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="files per generate() call (default 1)")
     parser.add_argument("--out", metavar="FILE.jsonl",
                         help="append one JSON line per file as it finishes; a rerun skips the files done")
+    parser.add_argument("--export", help="comma-separated exports of each description: srt, vtt, shots.json")
+    parser.add_argument("--export-dir", default=".", help="folder for the --export files (default: here)")
     parser.set_defaults(run=run)
 
 
@@ -85,18 +92,47 @@ def _print(results: list[dict], args) -> int:
     return failed
 
 
+def _export_stems(files: list, export_dir: Path) -> dict[str, Path]:
+    """Audio file -> the export path without its extension; two inputs with one name are an error."""
+    stems: dict[str, Path] = {}
+    for file in files:
+        stem = export_dir / Path(file).stem
+        clash = [other for other, path in stems.items() if path == stem]
+        if clash:
+            raise UsageError(f"--export: {clash[0]} and {file} would both write {stem}.*; export them separately")
+        stems[str(file)] = stem
+    return stems
+
+
+def _export(results: list[dict], stems: dict[str, Path], formats: list[str]) -> None:
+    from m2mv.data.exports import write_exports
+
+    for result in results:
+        if result.get("skipped") or "error" in result:
+            continue
+        paths, dropped = write_exports(result["parsed"], stems[str(result["file"])], formats, str(result["file"]))
+        note = f" ({dropped} frame(s) without a valid time span left out)" if dropped else ""
+        print(f"exported {', '.join(str(p) for p in paths)}{note}", file=sys.stderr)
+
+
 def run(args, extra=()) -> int:
+    from m2mv.data.exports import parse_export_formats
     from m2mv.inference import describe_files, expand_inputs, lyrics_chat_model
 
+    formats = parse_export_formats(args.export)
     lyrics, understanding = _read_text("--lyrics", args.lyrics), _read_text("--lyrics-understanding",
                                                                           args.lyrics_understanding)
     files = expand_inputs(args.inputs)
     if not files:
         print("error: no audio files found in the given inputs", file=sys.stderr)
         return 2
+    stems = _export_stems(files, Path(args.export_dir)) if formats else {}
     chat = lyrics_chat_model(args.lyrics_model, args.lyrics_llm_url, args.lyrics_llm_model) \
         if lyrics is not None and understanding is None else None
     results = describe_files(files, args.model, args.genre, args.mv_type, understanding, args.greedy,
                              args.max_new_tokens, align=args.align, out=args.out, batch_size=args.batch_size,
                              lyrics=lyrics, lyrics_chat=chat)
-    return 1 if _print(results, args) else 0
+    failed = _print(results, args)
+    if formats:
+        _export(results, stems, formats)
+    return 1 if failed else 0
