@@ -17,7 +17,6 @@ entry that generation never emits (``suppress_tokens``), so the sampled distribu
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from m2mv.checkpoints.convert import (AUDIO_SCALES, assemble_model, build_proces
                                       save_checkpoint)
 from m2mv.errors import CheckpointError
 from processing_m2mv import DEEPRESONANCE_CHAT_TEMPLATE, NEXTGPT_CHAT_TEMPLATE
-
-logger = logging.getLogger(__name__)
 
 LORA_ALPHA = 32  # both frameworks' config yaml (stage_3 / stage_2); the file stores no alpha (r is read from shapes)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -146,7 +143,8 @@ def split_delta(state: dict[str, torch.Tensor], language_model, framework: Frame
         raise CheckpointError(f"{source}: LoRA ranks differ between layers ({sorted(ranks)})")
     r = ranks.pop()
     hidden = language_model.config.hidden_size
-    shapes = {k: ((r, base[name][1]) if part == "lora_A" else (base[name][0], r)) for k, (name, part) in lora_keys.items()}
+    shapes = {key: ((r, base[name][1]) if part == "lora_A" else (base[name][0], r))
+              for key, (name, part) in lora_keys.items()}
     rows = state[f"{LM_PREFIX}model.embed_tokens.weight"].shape[0]
     shapes.update({key: (rows, hidden) for key in tables})
     shapes.update({"llama_proj.weight": (hidden, state["llama_proj.weight"].shape[1]), "llama_proj.bias": (hidden,)})
