@@ -269,8 +269,9 @@ class M2MVProcessor(ProcessorMixin):
         expanded = [p.replace(self.audio_token, self.audio_token * self.num_audio_tokens) for p in prompts]
         heads = None  # the input segments' ids
         if self.input_boundary:
-            heads = [self._input_segment_ids(p) for p in expanded]
-            rows = [head + self.tokenize_prompt(p[p.index(self.input_boundary):]) for p, head in zip(expanded, heads)]
+            parts = [self._split_at_input_boundary(p) for p in expanded]
+            heads = [self.tokenize_prompt(head) for head, _ in parts]
+            rows = [head + self.tokenize_prompt(tail) for head, (_, tail) in zip(heads, parts)]
         else:
             rows = [self.tokenize_prompt(p) for p in expanded]
         labels = None
@@ -311,11 +312,12 @@ class M2MVProcessor(ProcessorMixin):
                 ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
         return ids
 
-    def _input_segment_ids(self, prompt: str) -> list[int]:
-        """The token ids of a prompt's input segment (before ``input_boundary``)."""
-        if self.input_boundary not in prompt:
+    def _split_at_input_boundary(self, prompt: str) -> tuple[str, str]:
+        """``(input segment, the rest)`` of a prompt, split where ``input_boundary`` starts."""
+        index = prompt.find(self.input_boundary)
+        if index < 0:
             raise ValueError(f"the prompt has no {self.input_boundary!r}, where its input segment ends")
-        return self.tokenize_prompt(prompt[:prompt.index(self.input_boundary)])
+        return prompt[:index], prompt[index:]
 
     def _pad(self, rows: list[list[int]], labels: list[list[int]] | None, side: str,
              pad_id: int | None = None) -> dict:

@@ -95,8 +95,8 @@ def base_card(name: str, facts: CardFacts, adaptor: str, notes: str = "", licens
     data = ModelCardData(library_name="transformers", license=license, pipeline_tag="audio-text-to-text", tags=tags,
                          **{FACTS_KEY: asdict(facts)})
     return ModelCard.from_template(data, template_str=BASE_TEMPLATE, name=name, facts=facts, adaptor=adaptor,
-                                   warning=random_weights_warning(facts), scale=audio_scale_text(facts.audio_scale), notes=notes and f"\n{notes}\n",
-                                   usage=USAGE)
+                                   warning=random_weights_warning(facts), scale=audio_scale_text(facts.audio_scale),
+                                   notes=notes and f"\n{notes}\n", usage=USAGE)
 
 
 def read_card(folder: str | Path) -> tuple[dict, CardFacts | None]:

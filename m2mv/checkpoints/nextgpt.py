@@ -256,4 +256,5 @@ def use_framework_prompt(model, processor, framework: Framework, source: str = "
     processor.chat_template = framework.chat_template
     processor.tokenize_segments = True
     processor.input_boundary = framework.input_boundary
+    processor.fuse_input = bool(model.config.prellm_fusion_layers)
     model.generation_config.update(**framework.decoding)

@@ -95,12 +95,12 @@ def _print(results: list[dict], args) -> int:
 def _export_stems(files: list, export_dir: Path) -> dict[str, Path]:
     """Audio file -> the export path without its extension; two inputs with one name are an error."""
     stems: dict[str, Path] = {}
+    owners: dict[Path, str] = {}
     for file in files:
         stem = export_dir / Path(file).stem
-        clash = [other for other, path in stems.items() if path == stem]
-        if clash:
-            raise UsageError(f"--export: {clash[0]} and {file} would both write {stem}.*; export them separately")
-        stems[str(file)] = stem
+        if stem in owners:
+            raise UsageError(f"--export: {owners[stem]} and {file} would both write {stem}.*; export them separately")
+        stems[str(file)], owners[stem] = stem, str(file)
     return stems
 
 
