@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 ALIGN_MODES = ("fixed", "beats")  # frame boundaries: fixed 2-s steps, or beat-aligned (listed in the prompt)
+MIN_FRAME_SECONDS = 1.0  # every beat-aligned frame is at least this long (but a clip shorter than it is one frame)
+MAX_FRAME_SECONDS = 4.0  # ... and at most this long: a longer stretch without beats gets fixed frames
 
 
 class NoBeatsError(ValueError):
@@ -38,6 +40,10 @@ def group_beats(beat_times: Sequence[float], duration: float, target: float = 2.
     0.0 (absorbing any lead-in) and the last ends at ``duration``, absorbing a tail shorter than half a frame.
     Boundaries are rounded to 10 ms, the MV timestamp precision. Only beats inside ``(0, duration)`` count;
     fewer than 2 of them is a ValueError.
+
+    Every frame then lies within ``[MIN_FRAME_SECONDS, MAX_FRAME_SECONDS]`` (:func:`bound_frames`): a stretch
+    without beats longer than the maximum (an ambient intro, a break) gets ``target``-second frames instead of
+    one giant frame.
     """
     beats = beats_within(beat_times, duration)
     if len(beats) < 2:
@@ -50,7 +56,50 @@ def group_beats(beat_times: Sequence[float], duration: float, target: float = 2.
     if cuts and duration - cuts[-1] < beats_per_frame * interval / 2:
         cuts.pop()  # a short tail joins the last frame
     edges = [0.0, *(round(t, 2) for t in cuts), round(float(duration), 2)]
-    return [(start, end) for start, end in zip(edges, edges[1:]) if end > start]
+    return bound_frames([(start, end) for start, end in zip(edges, edges[1:]) if end > start], target)
+
+
+def bound_frames(frames: Sequence[tuple[float, float]], target: float = 2.0,
+                 shortest: float = MIN_FRAME_SECONDS, longest: float = MAX_FRAME_SECONDS) -> list[tuple[float, float]]:
+    """Contiguous frames made to lie within ``[shortest, longest]`` seconds, keeping every boundary that can stay.
+
+    A frame longer than ``longest`` is cut into ``target``-second frames from its start (a remainder shorter than
+    ``shortest`` joins the last of them); a frame shorter than ``shortest`` joins its shorter neighbour, and if
+    that makes it longer than ``longest`` the two are split in half. Times are rounded to 10 ms.
+    """
+    out: list[tuple[float, float]] = []
+    for start, end in frames:
+        if end - start <= longest:
+            out.append((start, end))
+            continue
+        cuts = [round(start + k * target, 2) for k in range(1, int((end - start) // target) + 1)]
+        if cuts and end - cuts[-1] < shortest:
+            cuts.pop()
+        edges = [start, *cuts, end]
+        out.extend(zip(edges, edges[1:]))
+    index = 0
+    while len(out) > 1 and index < len(out):
+        start, end = out[index]
+        if end - start >= shortest:
+            index += 1
+            continue
+        left = index - 1 if index > 0 else None
+        right = index + 1 if index + 1 < len(out) else None
+        other = left if right is None or (left is not None and _length(out[left]) <= _length(out[right])) else right
+        first, second = sorted((index, other))
+        merged = (out[first][0], out[second][1])
+        if _length(merged) > longest:
+            middle = round((merged[0] + merged[1]) / 2, 2)
+            out[first: second + 1] = [(merged[0], middle), (middle, merged[1])]
+            index = second + 1
+        else:
+            out[first: second + 1] = [merged]
+            index = first
+    return out
+
+
+def _length(frame: tuple[float, float]) -> float:
+    return frame[1] - frame[0]
 
 
 def beat_frame_boundaries(

@@ -5,7 +5,8 @@ import copy
 import numpy as np
 import pytest
 
-from m2mv.beats import NoBeatsError, beat_frame_boundaries, group_beats
+from m2mv.beats import (MAX_FRAME_SECONDS, MIN_FRAME_SECONDS, NoBeatsError, beat_frame_boundaries,
+                        bound_frames, group_beats)
 from mv_format_m2mv import frame_boundary_problem as boundary_problem
 
 RATE = 22050
@@ -64,6 +65,36 @@ def test_group_beats_of_known_beat_times():
     assert group_beats([-1.0, 3.0, 1.0, 2.0, 15.0], 4.0) == [(0.0, 2.0), (2.0, 4.0)]  # outside beats dropped, sorted
     with pytest.raises(ValueError, match=r"need at least 2 beats inside \(0, 4\) s .*got 1"):
         group_beats([0.0, 2.0, 4.0], 4.0)
+
+
+
+def _assert_bounded(frames, duration):
+    assert frames[0][0] == 0.0 and frames[-1][1] == round(duration, 2)
+    assert all(end == next_start for (_, end), (next_start, _) in zip(frames, frames[1:]))  # contiguous
+    lengths = [end - start for start, end in frames]
+    assert MIN_FRAME_SECONDS - 1e-9 <= min(lengths) and max(lengths) <= MAX_FRAME_SECONDS + 1e-9, lengths
+
+
+def test_a_long_stretch_without_beats_gets_two_second_frames_not_one_giant_frame():
+    """The ambient track of the whole-songs issue: no beats for its first 87.6 s, then 120 bpm."""
+    frames = group_beats(np.arange(87.6, 240.0, 0.5), 240.0)
+    _assert_bounded(frames, 240.0)
+    assert frames[:3] == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)] and (86.0, 87.6) in frames  # 2-s frames, then the beats
+    assert [start for start, _ in frames if start >= 87.6][:3] == [87.6, 89.6, 91.6]
+    gap = group_beats([0.5, 1.0, 1.5, 2.0, 12.0, 12.5, 13.0, 13.5, 14.0], 16.0)  # a 10-s break mid-song
+    _assert_bounded(gap, 16.0)
+    assert (2.0, 4.0) in gap and all(end <= 12.0 or start >= 12.0 for start, end in gap)  # the beat at 12 s stays
+
+
+def test_frames_are_bounded_whatever_the_beats():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        duration = float(rng.uniform(3.0, 60.0))
+        beats = np.sort(rng.uniform(0.0, duration, size=int(rng.integers(2, 40))))
+        if len(beats_inside := beats[(beats > 0) & (beats < duration)]) >= 2:
+            _assert_bounded(group_beats(beats_inside, duration), duration)
+    assert bound_frames([(0.0, 0.5)]) == [(0.0, 0.5)]  # a clip shorter than a frame is one frame
+    assert bound_frames([(0.0, 3.8), (3.8, 4.3), (4.3, 8.2)]) == [(0.0, 2.15), (2.15, 4.3), (4.3, 8.2)]
 
 
 def test_detection_groups_with_the_same_rule():

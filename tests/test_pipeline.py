@@ -179,6 +179,16 @@ def test_the_mv_type_by_sentence_embeddings_of_the_real_minilm():
     assert cartoon == "Animation"
 
 
+
+def test_the_mv_type_by_the_real_lm_is_constrained_to_the_taxonomy(smollm2):
+    from m2mv.data.taxonomy import load_mv_types
+    from m2mv.pipeline.mv_type import LLMTyper
+
+    typer = LLMTyper(smollm2)
+    mv_type, scores = typer.mv_type(["A band performs on a concert stage.", "The crowd cheers under the lights."])
+    assert mv_type in load_mv_types() and scores == {} and typer.name.startswith("LLM (")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The whole pipeline: a manifest of videos -> both configs; resumable; bad songs counted; trainable
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,6 +250,30 @@ def test_failures_are_recorded_by_stage_with_their_reason(built):
     errors = {r["song_id"]: r["error"] for r in align if "error" in r}
     assert "bikes.mp4: the video has no audio stream" in errors["song-silent"]
     assert "clip-b.flac not found in the soundtrack of" in errors["song-other"] and "confidence" in errors["song-other"]
+
+
+
+def test_a_video_shorter_than_the_clip_and_an_empty_caption_fail_their_stage_naming_the_song(tmp_path):
+    from m2mv.pipeline.song import Song, SongPipeline
+
+    class BlankCaptioner:  # a captioner whose model wrote nothing for the second frame
+        name = "blank-captioner"
+
+        def caption(self, images, prompt):
+            return ["A stage." if i != 1 else " " for i in range(len(images))]
+
+    pipeline = SongPipeline(tmp_path / "work", BlankCaptioner(), None, None)
+    short = Song("short-song", real_video("bigbuckbunny"))  # 5.3 s, and no clip: the default 30 s from 0 s
+    with pytest.raises(PipelineError, match=r"short-song \(align\): .*bigbuckbunny.mp4: the video \(5.3 s\) is "
+                                            r"shorter than the clip \(0 s \+ 30 s\)"):
+        pipeline.align(short)
+    assert "shorter than the clip" in (tmp_path / "work" / "align.jsonl").read_text()  # recorded, for the summary
+    pipeline.settings.clip_seconds = 5.0
+    song = Song("blank-song", real_video("bigbuckbunny"))
+    frames = pipeline.frames(song, pipeline.align(song))
+    with pytest.raises(PipelineError, match=r"blank-song \(captions\): blank-captioner gave empty captions for "
+                                            r"frames \[1\]"):
+        pipeline.captions(song, frames)
 
 
 def rebased_argv(built, out: Path, work: Path) -> list[str]:
@@ -392,6 +426,36 @@ def test_a_server_that_is_down_is_an_error_naming_its_url():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with pytest.raises(PipelineError, match=f"{url}: cannot reach the server"):
         OpenAIChatModel(url, "any", timeout=5).chat([[{"role": "user", "content": "hello"}]])
+
+
+
+def test_a_server_that_never_answers_times_out_naming_its_url():
+    from m2mv.pipeline.models import OpenAIChatModel
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        with pytest.raises(PipelineError, match=f"{url}: the server did not answer in time"):
+            OpenAIChatModel(url, "any", timeout=1).chat([[{"role": "user", "content": "hello"}]])
+
+
+def test_the_mv_type_by_the_llm_end_to_end(built, tmp_path):
+    """``--mv-type llm`` on the built run's records: only the MV-type stage is redone, by the in-process LLM."""
+    from datasets import load_dataset
+
+    from dataset_scripts.music_videos import main
+    from m2mv.data.taxonomy import load_mv_types
+
+    work = tmp_path / "work"
+    shutil.copytree(built["work"], work)
+    before = (work / "describe.jsonl").read_text()
+    assert main(rebased_argv(built, tmp_path / "out", work) + ["--mv-type", "llm"]) == 1
+    rows = [r for split in load_dataset(str(tmp_path / "out"), "mv_description").values() for r in split]
+    assert len(rows) == 2 and all(r["mv_type"] in load_mv_types() for r in rows)
+    assert all(json.loads(r["provenance"])["mv_type_by"].startswith("LLM (") for r in rows)
+    assert "MODEL-CHOSEN: LLM (" in (tmp_path / "out" / "README.md").read_text()
+    assert (work / "describe.jsonl").read_text() == before  # the merges were reused
 
 
 @pytest.mark.slow
