@@ -114,6 +114,8 @@ class M2MVProcessor(ProcessorMixin):
         input_boundary: where the prompt's input segment ends (DeepResonance: ``"### Human:"``, its instruction
             turn): the two sides are tokenised apart. Needs ``tokenize_segments``.
         fuse_input: also return ``fusion_mask`` marking the input segment, for a model with pre-LLM fusion.
+        clip_seconds: the length of the audio clips the model learns from (30 s for the paper's data); a longer
+            song is described in windows of this length (``m2mv describe --span``).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class M2MVProcessor(ProcessorMixin):
         tokenize_segments: bool = False,
         input_boundary: str | None = None,
         fuse_input: bool = False,
+        clip_seconds: float = 30.0,
     ):
         if input_boundary and not tokenize_segments:
             raise ValueError("input_boundary needs tokenize_segments=True")
@@ -138,6 +141,9 @@ class M2MVProcessor(ProcessorMixin):
         self.tokenize_segments = tokenize_segments
         self.input_boundary = input_boundary
         self.fuse_input = fuse_input
+        if not clip_seconds > 0:
+            raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+        self.clip_seconds = float(clip_seconds)
         self.stop_string = stop_string
         self.audio_token_id = tokenizer.convert_tokens_to_ids(audio_token)
         if self.audio_token_id is None or self.audio_token_id == tokenizer.unk_token_id:

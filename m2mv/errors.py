@@ -46,3 +46,8 @@ class VideoError(M2MVError, ValueError):
 class PipelineError(M2MVError, ValueError):
     """A dataset-pipeline step that failed for one song (clip not found, a reply that never parsed, a server that
     is down); names the song, the file or the URL."""
+
+
+class LyricsError(M2MVError, ValueError):
+    """Lyrics that cannot be used: a missing file, LRC that is malformed, out of time order or past the song's
+    end; names the file and line."""

@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from m2mv.beats import ALIGN_MODES, NoBeatsError, beat_frame_boundaries
 from m2mv.checkpoints.loading import load_checkpoint, resolve_checkpoint
 from m2mv.data.fileio import append_jsonl, read_jsonl
+from m2mv.data.lrc import LyricLine, check_within, lines_between
 from m2mv.data.schema import conditioning
+from m2mv.data.timeline import resolve_span, song_windows, stitch_sections
 from m2mv.errors import UsageError
 from m2mv.pipeline.lyrics import understand_lyrics
 from m2mv.pipeline.models import chat_model
@@ -233,6 +235,65 @@ def _result_dict(path: Path, result: DescribeResult) -> dict:
     return {"file": str(path), **result.beat_fields(), "text": result.text, "parsed": result.parsed.to_dict()}
 
 
+@dataclass
+class SongPlan:
+    """How one file is described: its decoded audio, the span, and the windows (one request each)."""
+
+    path: Path
+    span: tuple[float, float]
+    windows: list[tuple[float, float]]
+    requests: list[DescribeRequest]
+    lyrics_lines: list[list[LyricLine]] | None = None
+
+    @property
+    def whole_clip(self) -> bool:
+        """One window from the file's start: described and reported as a clip, as before whole songs."""
+        return len(self.windows) == 1 and self.span[0] == 0.0
+
+
+def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | None, window_seconds: float,
+              lrc: Sequence[LyricLine] | None = None, lyrics_chat=None) -> SongPlan:
+    """Decode ``path`` once and cut the span into windows, each a request on its own slice of the audio. With
+    ``lrc`` each window's lyrics understanding is written by ``lyrics_chat`` from the lines sung inside it (no
+    line: no understanding). A bad file or span raises ValueError naming it."""
+    decoded = _decode(processor, str(path))
+    rate, array = decoded["sampling_rate"], decoded["array"]
+    duration = array.shape[-1] / rate
+    start, end = resolve_span(span, duration, str(path))
+    windows = song_windows((start, end), window_seconds)
+    if lrc is not None:
+        check_within(lrc, duration, str(path))
+    requests, lines = [], []
+    for w_start, w_end in windows:
+        piece = {**decoded, "array": array[..., int(round(w_start * rate)): int(round(w_end * rate))]}
+        window_given = dict(given)
+        if lrc is not None:
+            sung = lines_between(lrc, w_start, w_end)
+            lines.append(sung)
+            window_given["lyrics_understanding"] = understand_lyrics(lyrics_chat,
+                                                                     "\n".join(line.text for line in sung))
+        name = str(path) if len(windows) == 1 and w_start == 0 else f"{path} [{w_start:g}-{w_end:g} s]"
+        requests.append(DescribeRequest(audio=piece, name=name, conditioning=conditioning(window_given)))
+    return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None)
+
+
+def _song_dict(plan: SongPlan, results: Sequence[DescribeResult]) -> dict:
+    """The result of a file described in windows (or over a span): ``sections`` and one flat ``frames`` list."""
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        return {"file": str(plan.path), "error": "; ".join(r.error for r in failed)}
+    extra = []
+    for index, result in enumerate(results):
+        fields = {"text": result.text, **result.beat_fields()}
+        if plan.lyrics_lines is not None:
+            fields["lyrics_lines"] = [{"time": line.time, "text": line.text} for line in plan.lyrics_lines[index]]
+            fields["lyrics_understanding"] = plan.requests[index].conditioning.get("lyrics_understanding")
+        extra.append(fields)
+    song = stitch_sections(plan.windows, [r.parsed.to_dict() for r in results], extra)
+    return {"file": str(plan.path), "span": list(plan.span), "windows": [list(w) for w in plan.windows],
+            "text": "\n\n".join(r.text for r in results), "parsed": song}
+
+
 def completed_files(out: Path, settings: dict) -> set[str]:
     """Resolved paths that ``out`` (JSONL) holds a successful result for, made with ``settings``; a half-written
     last line is cut off (m2mv.data.fileio.read_jsonl)."""
@@ -260,6 +321,9 @@ def describe_files(
     progress: bool = True,
     lyrics: str | None = None,
     lyrics_chat=None,
+    span: tuple[float, float] | None = None,
+    window_seconds: float | None = None,
+    lrc: Sequence[LyricLine] | None = None,
 ) -> list[dict]:
     """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``).
 
@@ -272,11 +336,18 @@ def describe_files(
     ``out``: a JSONL file that gets one line per file as it finishes (with the settings used); files already
     described there with the same settings are skipped and come back as ``{"file", "skipped": True}``.
     ``model_dir`` None: the demo checkpoint. ``batch_size`` files go through one ``generate`` call.
+
+    Whole songs: a file (or ``span``, ``(start, end)`` seconds) longer than 1.5 windows of ``window_seconds`` (by
+    default the checkpoint's ``clip_seconds``, 30 s) is cut into windows, all of a file's windows described in the
+    same ``generate`` call, each from its own audio; its dict then holds ``span``, ``windows`` and a ``parsed``
+    song: ``sections`` (start, end, overview, frames on the song's clock) and one flat ``frames`` list
+    (:func:`m2mv.data.timeline.stitch_sections`). ``lrc``: time-synced lyrics (:mod:`m2mv.data.lrc`); each window's
+    lyrics understanding is written from the lines sung inside it, and its section lists them.
     """
     check_align(align)
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
-    if lyrics is not None and lyrics_understanding is not None:
+    if sum(x is not None for x in (lyrics, lyrics_understanding, lrc)) > 1:
         raise UsageError("give the lyrics (--lyrics) or a ready lyrics understanding (--lyrics-understanding), not "
                          "both")
     if lyrics is not None:
@@ -291,7 +362,13 @@ def describe_files(
     settings = json.loads(json.dumps({
         "model": str(model_dir.resolve()), "align": align, "genre_tags": genre_tags,
         "mv_type": processor.canonical_mv_type(mv_type) if mv_type is not None else None,
-        "lyrics_understanding": lyrics_understanding, "greedy": greedy, "max_new_tokens": max_new_tokens}))
+        "lyrics_understanding": lyrics_understanding, "greedy": greedy, "max_new_tokens": max_new_tokens,
+        **({"span": list(span)} if span is not None else {}),
+        **({"window_seconds": window_seconds} if window_seconds is not None else {}),
+        **({"lrc": [[line.time, line.text] for line in lrc]} if lrc is not None else {})}))
+    window_seconds = float(window_seconds or getattr(processor, "clip_seconds", 30.0))
+    if lrc is not None and lyrics_chat is None:
+        lyrics_chat = lyrics_chat_model()
     paths = [Path(p) for p in audio_paths]
     done = completed_files(Path(out), settings) if out else set()
     results: list[dict | None] = [{"file": str(p), "skipped": True} if str(p.resolve()) in done else None
@@ -305,10 +382,28 @@ def describe_files(
     bar = tqdm(total=len(todo), desc="describing", unit="file", file=sys.stderr, disable=not progress or len(todo) < 2)
     for start in range(0, len(todo), batch_size):
         batch = todo[start: start + batch_size]
-        requests = [DescribeRequest(audio=str(paths[i]), name=str(paths[i]), conditioning=conditioning(given))
-                    for i in batch]
-        for index, result in zip(batch, describe_batch(model, processor, requests, generate_kwargs, align=align)):
-            results[index] = _result_dict(paths[index], result)
+        plans = {}
+        for i in batch:
+            if _legacy(processor):  # a 0.1.0 checkpoint: no decoded audio to cut, clips only
+                plans[i] = SongPlan(paths[i], (0.0, 0.0), [(0.0, 0.0)],
+                                    [DescribeRequest(str(paths[i]), str(paths[i]), conditioning(given))])
+                continue
+            try:
+                plans[i] = plan_song(processor, paths[i], given, span, window_seconds, lrc, lyrics_chat)
+            except ValueError as err:  # unreadable audio, a span past its end, LRC past its end: this file fails
+                results[i] = {"file": str(paths[i]), "error": str(err)}
+                continue
+            if not plans[i].whole_clip:
+                print(f"note: {paths[i]}: describing {plans[i].span[0]:g}-{plans[i].span[1]:g} s in "
+                      f"{len(plans[i].windows)} window(s) of about {window_seconds:g} s (the model's clip)",
+                      file=sys.stderr)
+        requests = [request for plan in plans.values() for request in plan.requests]
+        described = iter(describe_batch(model, processor, requests, generate_kwargs, align=align))
+        for i, plan in plans.items():
+            song = [next(described) for _ in plan.requests]
+            results[i] = _result_dict(paths[i], song[0]) if plan.whole_clip else _song_dict(plan, song)
+            if plan.whole_clip and plan.lyrics_lines is not None and "error" not in results[i]:
+                results[i]["lyrics_lines"] = [{"time": line.time, "text": line.text} for line in plan.lyrics_lines[0]]
         if out:
             append_jsonl(out, [{**results[i], "file": str(paths[i].resolve()), "settings": settings} for i in batch])
         bar.update(len(batch))

@@ -64,3 +64,16 @@ def test_encoder_probe_runs_on_a_dataset(tiny_checkpoint, tmp_path):
     for name in ("encoder_embeddings", "mean_log_mel_spectrum"):
         assert 0.0 <= report[name]["accuracy"] <= 1.0
     assert list((data / "embeddings").glob("*.parquet"))  # computed once, beside the dataset
+
+
+def test_whole_song_benchmark_runs_each_case_in_its_own_process(tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "whole-song.json"
+    assert load_script("whole_song").main(["--model", str(tiny_checkpoint), "--max-new-tokens", "2",
+                                           "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["case"], r["windows"], r["generate_calls"]) for r in rows] == [
+        ("clip", 1, 1), ("song-batched", 8, 1), ("song-one-by-one", 8, 8)]
+    assert all(r["peak_rss_mb"] >= r["rss_after_load_mb"] > 0 and r["seconds"] > 0 for r in rows)
+    assert "the song batched costs" in capsys.readouterr().out

@@ -114,8 +114,8 @@ def test_resumable_out_skips_done_files_and_retries_failed_ones(tiny_checkpoint,
     assert "describing" in err and "3/3" in err  # the progress bar, on stderr
     assert "error:" in err and "c.mp3: unreadable audio" in err
     rows = _jsonl(out)
-    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.wav", "c.mp3"] and described == ["a.wav", "b.wav",
-                                                                                                  "c.mp3"]
+    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.wav", "c.mp3"]
+    assert described == ["a.wav", "b.wav"]  # c.mp3 failed as it was read, before any generation
     assert all(Path(r["file"]).is_absolute() for r in rows)
     assert {"text", "parsed"} <= set(rows[0]) and "error" in rows[2]
     assert rows[0]["settings"] == {"model": str(tiny_checkpoint.resolve()), "align": "fixed", "genre_tags": ["rock"],
@@ -128,8 +128,8 @@ def test_resumable_out_skips_done_files_and_retries_failed_ones(tiny_checkpoint,
     described.clear()
     assert main(run) == 1
     _, err = capsys.readouterr()
-    assert described == ["c.mp3"]
-    assert "skipping 2 file(s) already described" in err and "half-written last line" in err
+    assert described == []  # c.mp3 retried: read again, and it fails again before generation
+    assert "c.mp3: unreadable audio" in err and "skipping 2 file(s) already described" in err and "half-written last line" in err
     rows = _jsonl(out)  # every line parses again
     assert len(rows) == 4 and "error" in rows[3]
 

@@ -3,9 +3,9 @@
     m2mv describe song.mp3 [more files or folders] [--model DIR] [--genre rock --genre pop]
                   [--mv-type "Live Performance"] [--lyrics lyrics.txt | --lyrics-understanding text.txt]
                   [--json] [--greedy] [--align fixed|beats] [--batch-size N] [--out results.jsonl]
-                  [--export srt,vtt,shots.json] [--export-dir DIR]
+                  [--export srt,vtt,shots.json] [--export-dir DIR] [--span whole|START-END]
 
-``--lyrics FILE`` takes the song's lyrics themselves: an LLM writes the lyrics understanding the model is prompted
+``--lyrics FILE`` takes the song's lyrics themselves (plain text, or LRC: see below): an LLM writes the lyrics understanding the model is prompted
 with (the data pipeline's own step; ``--lyrics-model`` or ``--lyrics-llm-url``/``--lyrics-llm-model``, by default the
 real SmolLM2-135M-Instruct in-process). ``--lyrics-understanding FILE`` takes a ready one (as the paper's data has).
 
@@ -13,6 +13,13 @@ real SmolLM2-135M-Instruct in-process). ``--lyrics-understanding FILE`` takes a 
 lists them in the prompt; the result reports whether the generated frames match them. ``--out`` appends one JSON
 line per file as it finishes; a rerun with the same ``--out`` and settings skips the files already described
 (failed ones are retried). A progress bar runs on stderr when several files are described.
+
+Whole songs: a file longer than the model's clip (the checkpoint's ``clip_seconds``, 30 s; a file up to 1.5 clips
+counts as one) is described whole by default, in windows of a clip each, all in one ``generate`` call, stitched into
+one timeline: the text output prints the sections in order, ``--json`` holds ``sections`` (start, end, overview,
+frames) and one flat ``frames`` list on the song's clock. ``--span START-END`` (seconds or mm:ss) describes a part;
+``--window-seconds`` overrides the window length. ``--lyrics`` takes plain lyrics or a time-synced ``.lrc`` file
+(``[mm:ss.xx] line``): with LRC each window's lyrics understanding is written from the lines sung inside it.
 
 ``--export`` writes each description's frames for a video maker: ``DIR/<song>.srt`` and ``.vtt`` (cues an editor
 shows on its timeline) and ``.shots.json`` (a shot list a text-to-video tool takes one shot at a time).
@@ -42,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="m2mv checkpoint folder (default: the cached demo checkpoint)")
     parser.add_argument("--genre", action="append", help="a genre tag (repeat for several)")
     parser.add_argument("--mv-type", help="MV type from the taxonomy, e.g. 'Live Performance'")
-    parser.add_argument("--lyrics", help="text file with the song's lyrics (understood by an LLM, see above)")
+    parser.add_argument("--lyrics", help="the song's lyrics: a text file, or time-synced .lrc (see above)")
     parser.add_argument("--lyrics-understanding", help="text file with a ready lyrics understanding")
     parser.add_argument("--lyrics-model", help="chat model for --lyrics (Hub id or folder; default SmolLM2-135M)")
     parser.add_argument("--lyrics-llm-url", help="OpenAI-compatible server for --lyrics (base URL, .../v1)")
@@ -57,6 +64,10 @@ def register(subparsers) -> None:
                         help="append one JSON line per file as it finishes; a rerun skips the files done")
     parser.add_argument("--export", help="comma-separated exports of each description: srt, vtt, shots.json")
     parser.add_argument("--export-dir", default=".", help="folder for the --export files (default: here)")
+    parser.add_argument("--span", default="whole",
+                        help="'whole' (default: the whole song, in windows) or START-END in seconds or mm:ss")
+    parser.add_argument("--window-seconds", type=float,
+                        help="window length for songs longer than a clip (default: the checkpoint's clip_seconds)")
     parser.set_defaults(run=run)
 
 
@@ -81,15 +92,40 @@ def _print(results: list[dict], args) -> int:
         elif args.out:
             written += 1
         elif args.json:
-            beats = {k: result[k] for k in ("align", "boundaries", "beat_times", "frames_match_boundaries")
-                     if k in result}
-            print(json.dumps({"file": result["file"], **beats, **result["parsed"]}, ensure_ascii=False))
+            keys = ("align", "boundaries", "beat_times", "frames_match_boundaries", "span", "windows", "lyrics_lines")
+            fields = {k: result[k] for k in keys if k in result}
+            print(json.dumps({"file": result["file"], **fields, **result["parsed"]}, ensure_ascii=False))
+        elif "sections" in result["parsed"]:
+            print(_song_text(result))
         else:
             print(f"== {result['file']}\n{result['text']}\n")
     if args.out:
         print(f"wrote {written} description(s) to {args.out}" + (f", {failed} failed" if failed else ""),
               file=sys.stderr)
     return failed
+
+
+def _song_text(result: dict) -> str:
+    """A whole song as text: its sections in order, each its window's description."""
+    from m2mv.data.timeline import section_heading
+
+    start, end = result["span"]
+    lines = [f"== {result['file']} ({start:g}-{end:g} s, {len(result['parsed']['sections'])} sections)"]
+    for index, section in enumerate(result["parsed"]["sections"]):
+        lines += ["", section_heading(index, section), section["text"]]
+    return "\n".join(lines) + "\n"
+
+
+def _read_lyrics(path: str | None):
+    """``(plain lyrics, LRC lines)`` of ``--lyrics``: an ``.lrc`` file, or text that reads as LRC, is LRC."""
+    from m2mv.data.lrc import looks_like_lrc, parse_lrc
+
+    text = _read_text("--lyrics", path)
+    if text is None:
+        return None, None
+    if Path(path).suffix.lower() == ".lrc" or looks_like_lrc(text):
+        return None, parse_lrc(Path(path).read_text(encoding="utf-8-sig"), str(path))  # unstripped: line numbers
+    return text, None
 
 
 def _export_stems(files: list, export_dir: Path) -> dict[str, Path]:
@@ -120,18 +156,21 @@ def run(args, extra=()) -> int:
     from m2mv.inference import describe_files, expand_inputs, lyrics_chat_model
 
     formats = parse_export_formats(args.export)
-    lyrics, understanding = _read_text("--lyrics", args.lyrics), _read_text("--lyrics-understanding",
-                                                                          args.lyrics_understanding)
+    from m2mv.data.timeline import parse_span
+
+    span = parse_span(args.span)
+    lyrics, lrc = _read_lyrics(args.lyrics)
+    understanding = _read_text("--lyrics-understanding", args.lyrics_understanding)
     files = expand_inputs(args.inputs)
     if not files:
         print("error: no audio files found in the given inputs", file=sys.stderr)
         return 2
     stems = _export_stems(files, Path(args.export_dir)) if formats else {}
     chat = lyrics_chat_model(args.lyrics_model, args.lyrics_llm_url, args.lyrics_llm_model) \
-        if lyrics is not None and understanding is None else None
+        if (lyrics is not None or lrc is not None) and understanding is None else None
     results = describe_files(files, args.model, args.genre, args.mv_type, understanding, args.greedy,
                              args.max_new_tokens, align=args.align, out=args.out, batch_size=args.batch_size,
-                             lyrics=lyrics, lyrics_chat=chat)
+                             lyrics=lyrics, lyrics_chat=chat, span=span, window_seconds=args.window_seconds, lrc=lrc)
     failed = _print(results, args)
     if formats:
         _export(results, stems, formats)

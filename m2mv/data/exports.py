@@ -45,11 +45,21 @@ def _vtt_time(value: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
 
 
-def render_export(fmt: str, overview: str, frames: Sequence[dict], source: str) -> str:
-    """The text of one export of a parsed description (``frames``: dicts with ``start``, ``end``, ``text``)."""
+def _shot(number: int, frame: dict, overview: str, sections: Sequence[dict]) -> dict:
+    """One shot: its times and prompt, and the overview it belongs to (its section's, for a whole song)."""
+    shot = {"shot": number, "start": float(frame["start"]), "end": float(frame["end"]), "prompt": frame["text"]}
+    if frame.get("section") is not None and sections:
+        section = sections[frame["section"]]
+        return {**shot, "section": frame["section"] + 1, "overview": section.get("overview") or ""}
+    return {**shot, "overview": overview}
+
+
+def render_export(fmt: str, overview: str, frames: Sequence[dict], source: str,
+                  sections: Sequence[dict] = ()) -> str:
+    """The text of one export of a parsed description (``frames``: dicts with ``start``, ``end``, ``text``, and
+    for a whole song the ``section`` each belongs to, one of ``sections``)."""
     if fmt == "shots.json":
-        shots = [{"shot": i, "start": float(f["start"]), "end": float(f["end"]), "prompt": f["text"],
-                  "overview": overview} for i, f in enumerate(frames, start=1)]
+        shots = [_shot(i, f, overview, sections) for i, f in enumerate(frames, start=1)]
         return json.dumps({"source": source, "overview": overview, "shots": shots}, ensure_ascii=False, indent=1) + "\n"
     try:
         if fmt == "srt":
@@ -73,6 +83,7 @@ def write_exports(parsed: dict, stem_path: Path, formats: Sequence[str], source:
     paths = []
     for fmt in formats:
         path = stem_path.with_name(f"{stem_path.name}.{fmt}")
-        atomic_write_text(path, render_export(fmt, parsed.get("overview") or "", frames, source))
+        atomic_write_text(path, render_export(fmt, parsed.get("overview") or "", frames, source,
+                                              parsed.get("sections") or ()))
         paths.append(path)
     return paths, dropped
