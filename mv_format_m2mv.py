@@ -16,6 +16,7 @@ This file travels with every checkpoint as remote code (``trust_remote_code=True
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -153,6 +154,27 @@ def format_mv_description(overview: str, frames: Sequence[MVFrame | tuple[float,
         lines.append(f"{format_frame_span(start, end)} {text}")
         previous_end = end
     return "\n".join(lines)
+
+
+# A constrained text: one line of printable characters, starting visibly, never a "#" (the stop string's).
+FRAME_TEXT_PATTERN = r"[^\x00-\x20#\x7f][^\x00-\x1f#\x7f]*"
+
+
+def description_literals(boundaries: Sequence[tuple[float, float]]) -> list[str]:
+    """What :func:`format_mv_description` writes around the texts, in order: ``"Overview: "``, then before each
+    frame's text its line break and ``[MM:SS-MM:SS] `` (the first after the ``Frames:`` header)."""
+    boundaries = validate_frame_boundaries(boundaries)
+    return [f"{OVERVIEW_HEADER} "] + [("\n" + FRAMES_HEADER + "\n" if i == 0 else "\n") +
+                                      format_frame_span(start, end) + " " for i, (start, end) in enumerate(boundaries)]
+
+
+def mv_description_grammar(boundaries: Sequence[tuple[float, float]], max_text_tokens: int) -> str:
+    """A Lark grammar (llguidance's dialect) of exactly the description :func:`format_mv_description` writes for
+    these frames: the headers and every ``[MM:SS-MM:SS]`` come from here, the model writes only the overview and
+    the frame texts, each at most ``max_text_tokens`` tokens, so a constrained answer parses with these frames."""
+    parts = [f"{json.dumps(literal)} text" for literal in description_literals(boundaries)]
+    return (f"start: {' '.join(parts)}\n"
+            f"text[max_tokens={int(max_text_tokens)}]: /{FRAME_TEXT_PATTERN}/\n")
 
 
 def parse_mv_description(text: str, expected_duration: float | None = None) -> MVDescription:

@@ -59,10 +59,10 @@ def run_case(case: str, model_dir: str | None, audio: Path, max_new_tokens: int)
     failed = [r.error for r in results if r.error]
     if failed:
         raise SystemExit(f"{case}: {failed}")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"case": case, "windows": len(plan.windows), "generate_calls": len(groups), "seconds": round(seconds, 2),
-            "seconds_per_window": round(seconds / len(plan.windows), 2), "peak_rss_mb": round(
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "rss_after_load_mb": round(loaded_rss, 1),
-            "threads": torch.get_num_threads()}
+            "seconds_per_window": round(seconds / len(plan.windows), 2), "peak_rss_mb": round(peak_rss, 1),
+            "rss_after_load_mb": round(loaded_rss, 1), "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from m2mv.data.timeline import resolve_span, song_windows, stitch_sections
 from m2mv.errors import UsageError
 from m2mv.pipeline.lyrics import understand_lyrics
 from m2mv.pipeline.models import chat_model
-from mv_format_m2mv import frame_boundary_problem
+from mv_format_m2mv import description_literals, frame_boundaries, frame_boundary_problem, mv_description_grammar
 
 
 @dataclass
@@ -63,6 +63,7 @@ class DescribeResult:
     beat_times: list[float] | None = None
     beat_fallback: str | None = None
     frames_match_boundaries: bool | None = None  # whether the generated frames are the requested boundaries
+    constrained_frames: list[tuple[float, float]] | None = None  # the frames a constrained answer was held to
 
     def beat_fields(self) -> dict:
         """The beat-alignment fields of a result record (empty with fixed frames)."""
@@ -119,8 +120,9 @@ def _decode(processor, audio) -> dict:
     return processor.decode_audio(audio)
 
 
-def _prepare(processor, request: DescribeRequest, align: str, beat_fallback: bool):
-    """``(result, audio for the processor, prompt)`` of one request; ``prompt`` is None when the request failed."""
+def _prepare(processor, request: DescribeRequest, align: str, beat_fallback: bool, constrained: bool = False):
+    """``(result, audio for the processor, prompt)`` of one request; ``prompt`` is None when the request failed.
+    ``constrained``: the frames the answer will be held to (the beat frames, else the 2-s grid of the audio)."""
     result = DescribeResult(name=request.name, align=align)
     try:
         decoded = _decode(processor, request.audio)
@@ -143,6 +145,9 @@ def _prepare(processor, request: DescribeRequest, align: str, beat_fallback: boo
     except ValueError as err:  # e.g. an MV type the checkpoint's taxonomy lacks
         result.error, result.error_kind = str(err), "prompt"
         return result, None, None
+    if constrained:
+        duration = decoded["array"].shape[-1] / decoded["sampling_rate"]
+        result.constrained_frames = result.boundaries or frame_boundaries(round(duration, 2))
     return result, (request.audio if _legacy(processor) else decoded), prompt
 
 
@@ -150,30 +155,59 @@ def _parse(processor, result: DescribeResult, answer: str) -> None:
     """Parse ``answer`` into ``result``; with requested boundaries, a mismatch becomes one of its problems."""
     result.text = answer
     result.parsed = processor.post_process_mv_description([answer])[0]
-    if result.boundaries is not None:
+    requested = result.boundaries or result.constrained_frames
+    if requested is not None:
         compare = frame_boundary_problem if _legacy(processor) else processor.frame_boundary_problem
-        problem = compare([(f.start, f.end) for f in result.parsed.frames], result.boundaries)
+        problem = compare([(f.start, f.end) for f in result.parsed.frames], requested)
         result.frames_match_boundaries = problem is None
         if problem:
             result.parsed.problems.append(problem)
 
 
+def frame_grammars(model, processor, frames: Sequence[Sequence[tuple[float, float]]], max_new_tokens: int | None):
+    """``(grammars, eos)``: for each row, the grammar of the description with exactly its ``frames``
+    (``mv_description_grammar``), each text's token budget set so that the whole answer fits in ``max_new_tokens``;
+    and the token a finished answer ends with (the generation config's first end token)."""
+    budget = int(max_new_tokens or model.generation_config.max_new_tokens or 512)
+    grammars = []
+    for row in frames:
+        fixed = len(processor.tokenizer("".join(description_literals(row)), add_special_tokens=False)["input_ids"])
+        per_text = (budget - fixed - 2) // (len(row) + 1)
+        if per_text < 3:
+            raise UsageError(f"max_new_tokens={budget} is too few for a constrained answer with {len(row)} frames "
+                             f"(at least {fixed + 2 + 3 * (len(row) + 1)})")
+        grammars.append(mv_description_grammar(row, min(per_text, 60)))
+    eos = model.generation_config.eos_token_id
+    return grammars, (eos[0] if isinstance(eos, list) else eos)
+
+
 def _generate(model, processor, prompts: list[str], audio: list[dict], generate_kwargs: dict,
-              seed: int | None) -> list[str | Exception]:
+              seed: int | None, frames: list | None = None) -> list[str | Exception]:
     """One ``generate`` call for the batch; a batch whose audio fails is redone one by one so that one bad file
-    fails one request. Returns the answer texts, or the audio error of a request."""
+    fails one request. Returns the answer texts, or the audio error of a request. ``frames``: each row's answer is
+    constrained to a description with exactly these frames (:func:`frame_grammars`)."""
     try:
         inputs = processor(text=prompts, audio=audio)
     except ValueError as err:  # bad audio: too short for one analysis window, NaN ...
         if len(prompts) == 1:
             return [err]
-        return [_generate(model, processor, [p], [a], generate_kwargs, None if seed is None else seed + k)[0]
+        return [_generate(model, processor, [p], [a], generate_kwargs, None if seed is None else seed + k,
+                          None if frames is None else [frames[k]])[0]
                 for k, (p, a) in enumerate(zip(prompts, audio))]
     inputs = inputs.to(model.device)
     if seed is not None:
         torch.manual_seed(seed)
+    kwargs = dict(generate_kwargs)
+    if frames is not None:
+        from transformers import LogitsProcessorList
+
+        from m2mv.pipeline.models import GrammarLogits
+
+        grammars, eos = frame_grammars(model, processor, frames, kwargs.get("max_new_tokens"))
+        kwargs["logits_processor"] = LogitsProcessorList([GrammarLogits(processor.tokenizer, grammars,
+                                                                        inputs["input_ids"].shape[1], eos)])
     with torch.no_grad():
-        generated = model.generate(**inputs, tokenizer=processor.tokenizer, **generate_kwargs)
+        generated = model.generate(**inputs, tokenizer=processor.tokenizer, **kwargs)
     return processor.decode_answers(generated, inputs["input_ids"].shape[1])
 
 
@@ -185,6 +219,7 @@ def describe_batch(
     align: str = "fixed",
     seed: int | None = None,
     beat_fallback: bool = False,
+    constrained: bool = False,
 ) -> list[DescribeResult]:
     """Describe a batch of songs with one ``generate`` call; one :class:`DescribeResult` per request, in order.
 
@@ -195,12 +230,17 @@ def describe_batch(
         seed: ``torch.manual_seed`` before generating (sampling), or None to leave the generator alone.
         beat_fallback: with ``align="beats"``, prompt a song with too few beats with fixed frames (and say why in
             ``beat_fallback``) instead of failing it.
+        constrained: hold each answer to the description format with exactly the requested frames (the beat frames,
+            else the audio's 2-s grid): the program writes the headers and every timestamp, the model the overview
+            and the frame texts (llguidance, the ``pipeline`` extra), so every answer parses with those frames.
+            False: free generation, the paper's setting.
     """
-    prepared = [_prepare(processor, request, align, beat_fallback) for request in requests]
+    prepared = [_prepare(processor, request, align, beat_fallback, constrained) for request in requests]
     ready = [(result, decoded, prompt) for result, decoded, prompt in prepared if prompt is not None]
     if ready:
+        frames = [result.constrained_frames for result, _, _ in ready] if constrained else None
         answers = _generate(model, processor, [p for _, _, p in ready], [d for _, d, _ in ready],
-                            dict(generate_kwargs or {}), seed)
+                            dict(generate_kwargs or {}), seed, frames)
         for (result, _, _), answer in zip(ready, answers):
             if isinstance(answer, Exception):
                 result.error, result.error_kind = str(answer), "audio"
@@ -324,6 +364,7 @@ def describe_files(
     span: tuple[float, float] | None = None,
     window_seconds: float | None = None,
     lrc: Sequence[LyricLine] | None = None,
+    constrained: bool = False,
 ) -> list[dict]:
     """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``).
 
@@ -343,8 +384,14 @@ def describe_files(
     song: ``sections`` (start, end, overview, frames on the song's clock) and one flat ``frames`` list
     (:func:`m2mv.data.timeline.stitch_sections`). ``lrc``: time-synced lyrics (:mod:`m2mv.data.lrc`); each window's
     lyrics understanding is written from the lines sung inside it, and its section lists them.
+    ``constrained``: every answer held to exactly the requested frames (see :func:`describe_batch`).
     """
     check_align(align)
+    if constrained:
+        try:
+            import llguidance  # noqa: F401  (checked before the model loads; used by m2mv.pipeline.models)
+        except ImportError as err:
+            raise UsageError("constrained frames need llguidance: pip install 'm2mv[pipeline]'") from err
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     if sum(x is not None for x in (lyrics, lyrics_understanding, lrc)) > 1:
@@ -365,7 +412,8 @@ def describe_files(
         "lyrics_understanding": lyrics_understanding, "greedy": greedy, "max_new_tokens": max_new_tokens,
         **({"span": list(span)} if span is not None else {}),
         **({"window_seconds": window_seconds} if window_seconds is not None else {}),
-        **({"lrc": [[line.time, line.text] for line in lrc]} if lrc is not None else {})}))
+        **({"lrc": [[line.time, line.text] for line in lrc]} if lrc is not None else {}),
+        **({"constrained": True} if constrained else {})}))
     window_seconds = float(window_seconds or getattr(processor, "clip_seconds", 30.0))
     if lrc is not None and lyrics_chat is None:
         lyrics_chat = lyrics_chat_model()
@@ -398,7 +446,8 @@ def describe_files(
                       f"{len(plans[i].windows)} window(s) of about {window_seconds:g} s (the model's clip)",
                       file=sys.stderr)
         requests = [request for plan in plans.values() for request in plan.requests]
-        described = iter(describe_batch(model, processor, requests, generate_kwargs, align=align))
+        described = iter(describe_batch(model, processor, requests, generate_kwargs, align=align,
+                                        constrained=constrained))
         for i, plan in plans.items():
             song = [next(described) for _ in plan.requests]
             results[i] = _result_dict(paths[i], song[0]) if plan.whole_clip else _song_dict(plan, song)

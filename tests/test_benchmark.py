@@ -419,3 +419,19 @@ def test_run_keys_and_labels():
     assert split_key("music_only-beats") == ("music_only", "beats") and split_key("mv_type") == ("mv_type", "fixed")
     assert run_label("genre-beats") == "+ genre tags, beat-aligned frames" and run_label("all") == "all inputs"
     assert results_file_name("fixed") == "results.json" and results_file_name("beats") == "results-beats.json"
+
+
+def test_constrained_frames_parse_every_answer_and_keep_apart_from_free_generation(checkpoint, dataset_dir,
+                                                                                   tmp_path, capsys):
+    """The tiny random model writes nothing parseable freely; held to the frames, every answer parses with exactly
+    the 2-s grid of its clip. Constrained predictions need their own output folder and stay out of the card."""
+    kwargs = dict(limit=2, **{**FAST, "max_new_tokens": 160})
+    free = run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "free", **kwargs)
+    held = run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "held", constrained=True, **kwargs)
+    assert free.metrics["all"]["parse_rate"] < 1.0 and held.metrics["all"]["parse_rate"] == 1.0
+    assert held.metrics["all"]["timestamp_coverage"] == pytest.approx(1.0)
+    assert held.table.startswith("Constrained frames")
+    assert json.loads((tmp_path / "held" / "run.json").read_text())["decoding"]["constrained_frames"] is True
+    assert "not written into the model card" in capsys.readouterr().out
+    with pytest.raises(BenchmarkError, match=r"other settings \(changed: decoding\)"):
+        run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "free", constrained=True, **kwargs)

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from m2mv.cli import main
-from m2mv.data.lrc import LyricLine, check_within, lines_between, looks_like_lrc, parse_lrc
+from m2mv.data.lrc import check_within, lines_between, looks_like_lrc, parse_lrc
 from m2mv.data.timeline import parse_span, resolve_span, song_windows, stitch_sections
 from m2mv.errors import LyricsError, UsageError
 
@@ -84,10 +84,12 @@ def test_spans_parse_and_are_checked_against_the_song():
 
 def test_sections_put_each_windows_frames_on_the_songs_clock():
     windows = [(0.0, 30.0), (30.0, 50.0)]
-    parsed = [{"overview": "A", "frames": [{"start": 0, "end": 2, "text": "a1"}, {"start": 28, "end": 30, "text": "a2"}],
-               "problems": []},
-              {"overview": "B", "frames": [{"start": 0, "end": 2, "text": "b1"}, {"start": 18, "end": 22, "text": "b2"},
-                                           {"start": 24, "end": 26, "text": "b3"}], "problems": ["x"]}]
+    def frame(start, end, text):
+        return {"start": start, "end": end, "text": text}
+
+    parsed = [{"overview": "A", "frames": [frame(0, 2, "a1"), frame(28, 30, "a2")], "problems": []},
+              {"overview": "B", "frames": [frame(0, 2, "b1"), frame(18, 22, "b2"), frame(24, 26, "b3")],
+               "problems": ["x"]}]
     song = stitch_sections(windows, parsed, [{"text": "ta"}, {"text": "tb"}])
     assert song["overview"] is None  # a song-level overview is only ever written by a model
     assert [(f["start"], f["end"], f["text"], f["section"]) for f in song["frames"]] == [
@@ -189,3 +191,50 @@ def test_describe_with_lrc_understands_each_windows_own_lines(tiny_checkpoint, s
     assert main(["describe", str(song), "--model", str(tiny_checkpoint), "--lyrics", str(lrc), "--window-seconds",
                  "4", "--max-new-tokens", "2"]) == 1
     assert f"{lrc}:2: the line at 42.00 s starts after the audio ends (10.00 s, {song})" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frames that always parse: the program writes the timestamps, the model the texts
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_the_grammar_is_the_formatters_own_text_around_the_model_texts():
+    from mv_format_m2mv import description_literals, format_mv_description, mv_description_grammar
+
+    frames = [(0.0, 2.0), (2.0, 4.03), (4.03, 6.5)]
+    texts = ["A band plays.", "Drums.", "Guitar.", "Crowd."]
+    literals = description_literals(frames)
+    assert "".join(a + b for a, b in zip(literals, texts)) == format_mv_description(
+        texts[0], [(s, e, t) for (s, e), t in zip(frames, texts[1:])])
+    grammar = mv_description_grammar(frames, 20)
+    assert grammar.count(" text") == 4 and "text[max_tokens=20]" in grammar and '"\\n[00:02-00:04.03] "' in grammar
+
+
+def test_constrained_answers_parse_with_exactly_the_requested_frames(tiny, music_like):
+    from m2mv.inference import DescribeRequest, describe_batch
+
+    model, processor = tiny
+    wave, rate = music_like
+    requests = [DescribeRequest({"array": wave[None, : s * rate], "sampling_rate": rate, "path": f"{s}.wav"},
+                                f"{s}.wav") for s in (3, 5)]
+    kwargs = {"do_sample": False, "max_new_tokens": 120}
+    free = describe_batch(model, processor, requests, kwargs)
+    assert all(r.parsed.problems for r in free)  # the tiny random model does not write the format by itself
+    held = describe_batch(model, processor, requests, kwargs, constrained=True)
+    assert [[(f.start, f.end) for f in r.parsed.frames] for r in held] == [
+        [(0.0, 2.0), (2.0, 3.0)], [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]]
+    assert all(r.parsed.problems == [] and r.frames_match_boundaries and r.parsed.overview for r in held)
+    beats = describe_batch(model, processor, [DescribeRequest(
+        {"array": __import__("test_beats").click_track(0.5, 9.0, rate)[None], "sampling_rate": rate, "path": "c.wav"},
+        "c.wav")], kwargs, align="beats", constrained=True)[0]
+    assert [(f.start, f.end) for f in beats.parsed.frames] == beats.boundaries and beats.parsed.problems == []
+    with pytest.raises(UsageError, match="max_new_tokens=20 is too few for a constrained answer with 3 frames"):
+        describe_batch(model, processor, requests[1:], {"do_sample": False, "max_new_tokens": 20}, constrained=True)
+
+
+def test_describe_constrained_whole_song_sections_hold_each_windows_frames(tiny_checkpoint, song, capsys):
+    assert main(["describe", str(song), "--model", str(tiny_checkpoint), "--greedy", "--max-new-tokens", "80",
+                 "--window-seconds", "4", "--constrained", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["problems"] == []
+    assert [(f["start"], f["end"]) for f in row["frames"]] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
                              "zero-shot baseline, NExT-GPT's prompt and decoding, music only unless --conditions "
                              "(a checkpoint from m2mv convert --nextgpt)")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the checkpoint's sampling")
+    parser.add_argument("--constrained", action="store_true",
+                        help="hold every answer to exactly the requested frames (llguidance); give it its own "
+                             "--output-dir to report both it and free generation")
     parser.add_argument("--max-new-tokens", type=int, help="override the checkpoint's max_new_tokens (512)")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per generate() call (default 8)")
     parser.add_argument("--limit", type=int, help="score only the first N rows")
@@ -59,5 +62,5 @@ def run(args, extra=()) -> int:
                            bertscore_model=bertscore, bertscore_num_layers=args.bertscore_num_layers,
                            write_model_card=not args.no_model_card, dataset_id=args.dataset_id, seed=args.seed,
                            overwrite=args.overwrite, progress=not args.no_progress, align=args.align,
-                           prompt=args.prompt)
+                           prompt=args.prompt, constrained=args.constrained)
     return 1 if any(result.failed_rows.values()) else 0

@@ -4,10 +4,12 @@
                   [--mv-type "Live Performance"] [--lyrics lyrics.txt | --lyrics-understanding text.txt]
                   [--json] [--greedy] [--align fixed|beats] [--batch-size N] [--out results.jsonl]
                   [--export srt,vtt,shots.json] [--export-dir DIR] [--span whole|START-END]
+                  [--window-seconds S] [--constrained]
 
-``--lyrics FILE`` takes the song's lyrics themselves (plain text, or LRC: see below): an LLM writes the lyrics understanding the model is prompted
-with (the data pipeline's own step; ``--lyrics-model`` or ``--lyrics-llm-url``/``--lyrics-llm-model``, by default the
-real SmolLM2-135M-Instruct in-process). ``--lyrics-understanding FILE`` takes a ready one (as the paper's data has).
+``--lyrics FILE`` takes the song's lyrics themselves (plain text, or LRC: see below): an LLM writes the lyrics
+understanding the model is prompted with (the data pipeline's own step; ``--lyrics-model`` or
+``--lyrics-llm-url``/``--lyrics-llm-model``, by default the real SmolLM2-135M-Instruct in-process).
+``--lyrics-understanding FILE`` takes a ready one (as the paper's data has).
 
 ``--align beats`` snaps the frames to beats found by librosa's beat tracker (whole beats, about 2 s a frame) and
 lists them in the prompt; the result reports whether the generated frames match them. ``--out`` appends one JSON
@@ -20,6 +22,11 @@ one timeline: the text output prints the sections in order, ``--json`` holds ``s
 frames) and one flat ``frames`` list on the song's clock. ``--span START-END`` (seconds or mm:ss) describes a part;
 ``--window-seconds`` overrides the window length. ``--lyrics`` takes plain lyrics or a time-synced ``.lrc`` file
 (``[mm:ss.xx] line``): with LRC each window's lyrics understanding is written from the lines sung inside it.
+
+``--constrained`` holds every answer to the frames asked for (the 2-s grid, the beat frames, a window's frames):
+the headers and every timestamp are written by the program and the model writes only the overview and the frame
+texts (a grammar through llguidance, the ``pipeline`` extra), so every answer parses with exactly those frames.
+Without it the model writes freely (the paper's setting) and may not.
 
 ``--export`` writes each description's frames for a video maker: ``DIR/<song>.srt`` and ``.vtt`` (cues an editor
 shows on its timeline) and ``.shots.json`` (a shot list a text-to-video tool takes one shot at a time).
@@ -66,6 +73,9 @@ def register(subparsers) -> None:
     parser.add_argument("--export-dir", default=".", help="folder for the --export files (default: here)")
     parser.add_argument("--span", default="whole",
                         help="'whole' (default: the whole song, in windows) or START-END in seconds or mm:ss")
+    parser.add_argument("--constrained", action="store_true",
+                        help="hold every answer to exactly the requested frames: the program writes the timestamps, "
+                             "the model the texts (llguidance: m2mv[pipeline]); default: free generation")
     parser.add_argument("--window-seconds", type=float,
                         help="window length for songs longer than a clip (default: the checkpoint's clip_seconds)")
     parser.set_defaults(run=run)
@@ -170,7 +180,8 @@ def run(args, extra=()) -> int:
         if (lyrics is not None or lrc is not None) and understanding is None else None
     results = describe_files(files, args.model, args.genre, args.mv_type, understanding, args.greedy,
                              args.max_new_tokens, align=args.align, out=args.out, batch_size=args.batch_size,
-                             lyrics=lyrics, lyrics_chat=chat, span=span, window_seconds=args.window_seconds, lrc=lrc)
+                             lyrics=lyrics, lyrics_chat=chat, span=span, window_seconds=args.window_seconds, lrc=lrc,
+                             constrained=args.constrained)
     failed = _print(results, args)
     if formats:
         _export(results, stems, formats)

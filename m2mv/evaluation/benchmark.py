@@ -199,7 +199,8 @@ def _record(index: int, row: dict, condition: str, request: DescribeRequest, res
 
 
 def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwargs: dict, batch_size: int,
-                       seed: int, rows: int, progress: bool = True, align: str = "fixed") -> int:
+                       seed: int, rows: int, progress: bool = True, align: str = "fixed",
+                       constrained: bool = False) -> int:
     """Generate the missing predictions of one condition into ``path``; returns how many rows were generated.
 
     Each record holds ``align``; with ``align="beats"`` also the row's ``boundaries`` and ``beat_times`` (or
@@ -216,7 +217,7 @@ def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwa
             batch = [ds[i] for i in indices]
             requests = [_request(i, row, columns) for i, row in zip(indices, batch)]
             results = describe_batch(model, processor, requests, gen_kwargs, align=align, seed=seed + indices[0],
-                                     beat_fallback=True)
+                                     beat_fallback=True, constrained=constrained)
             append_jsonl(path, [_record(i, row, condition, request, result)
                                 for i, row, request, result in zip(indices, batch, requests, results)])
             bar.update(len(indices))
@@ -422,6 +423,7 @@ def run_benchmark(
     log=print,
     align: str = "fixed",
     prompt: str = "checkpoint",
+    constrained: bool = False,
 ) -> BenchmarkResult:
     """Run a checkpoint over a dataset split, score it, print and save the table; see the module docstring.
 
@@ -436,6 +438,10 @@ def run_benchmark(
         prompt: ``"checkpoint"`` (its own template and decoding) or ``"nextgpt"``: NExT-GPT's prompt and decoding,
             music only unless ``conditions`` say otherwise (the paper's zero-shot baseline; the checkpoint must be
             one converted from NExT-GPT).
+        constrained: every answer held to exactly the requested frames (``describe_batch(constrained=True)``):
+            recorded in the decoding, so its predictions never mix with free generation's (the paper's setting);
+            give it its own ``output_dir`` to report both. Its figures are not written into the model card, whose
+            entries are free generation.
     """
     if prompt not in PROMPTS:
         raise BenchmarkError(f"unknown prompt {prompt!r}; known: {', '.join(PROMPTS)}")
@@ -459,6 +465,12 @@ def run_benchmark(
     output_dir = Path(output_dir) if output_dir else Path("benchmark-results") / model_dir.name / split
     output_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs, decoding = _decoding(model, greedy, max_new_tokens, seed)
+    if constrained:
+        decoding["constrained_frames"] = True
+        if write_model_card:
+            log("constrained frames: the results are not written into the model card (its entries are free "
+                "generation, the paper's setting)")
+            write_model_card = False
     state = {"version": STATE_VERSION, "model": str(model_dir.resolve()), "model_fingerprint":
              _model_fingerprint(model_dir), "dataset": str(Path(dataset).resolve()), "split": split,
              "decoding": decoding}
@@ -474,7 +486,7 @@ def run_benchmark(
         path = output_dir / f"predictions-{key}.jsonl"
         started = time.perf_counter()
         result.generated_rows[key] = generate_condition(model, processor, ds, condition, path, gen_kwargs,
-                                                        batch_size, seed, rows, progress, align)
+                                                        batch_size, seed, rows, progress, align, constrained)
         result.seconds[key] = time.perf_counter() - started
         result.predictions[key] = path
     for key in keys:
@@ -482,7 +494,10 @@ def run_benchmark(
         _report_rows(records, rows, key, result, log)
         result.metrics[key] = score_predictions(metric, ds, records, rows, bertscore_model, bertscore_num_layers,
                                                 align)
-    result.table = format_table(result.metrics, PROMPTS[prompt][1])
+    title = PROMPTS[prompt][1]
+    if constrained:
+        title = f"{title} (constrained frames)" if title else "Constrained frames"
+    result.table = format_table(result.metrics, title)
     _write_results(result, model_dir, dataset, dataset_id, split, rows, total_rows, decoding, write_model_card, log,
                    prompt)
     _log_summary(result, keys, log)

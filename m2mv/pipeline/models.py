@@ -48,19 +48,29 @@ def _dtype(name: str | None):
     return "auto" if name in (None, "auto") else getattr(torch, name)
 
 
-class JSONSchemaLogits(LogitsProcessor):
-    """Constrain each row of a batch to a JSON schema (llguidance): tokens that cannot continue a valid answer get
-    -inf; a finished answer may only end."""
+class GrammarLogits(LogitsProcessor):
+    """Constrain each row of a batch to its own grammar (llguidance, the ``pipeline`` extra; a grammar is Lark text
+    or the result of ``LLMatcher.grammar_from_*``): tokens that cannot continue a valid answer get -inf; a finished
+    answer may only end (``eos``, by default the tokenizer's)."""
 
-    def __init__(self, tokenizer, schema: dict, batch: int, prompt_length: int):
-        import llguidance
-        import llguidance.hf
+    def __init__(self, tokenizer, grammars: Sequence[str], prompt_length: int, eos: int | None = None):
+        try:
+            import llguidance
+            import llguidance.hf
+        except ImportError as err:
+            raise PipelineError("constrained decoding needs llguidance: pip install 'm2mv[pipeline]'") from err
 
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer)
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
-        self.matchers = [llguidance.LLMatcher(self.tokenizer, grammar, log_level=0) for _ in range(batch)]
+        self.matchers = []
+        for grammar in grammars:
+            if not grammar.lstrip().startswith("{"):  # Lark text, not a compiled grammar
+                grammar = llguidance.LLMatcher.grammar_from_lark(grammar)
+            matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
+            if matcher.is_error():
+                raise PipelineError(f"bad grammar for constrained decoding: {matcher.get_error()}")
+            self.matchers.append(matcher)
         self.prompt_length = prompt_length
-        self.eos = tokenizer.eos_token_id
+        self.eos = tokenizer.eos_token_id if eos is None else eos
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row, matcher in enumerate(self.matchers):
@@ -75,6 +85,13 @@ class JSONSchemaLogits(LogitsProcessor):
                 allowed[: min(len(bits), scores.shape[1])] = bits[: scores.shape[1]].astype(bool)
             scores[row, torch.from_numpy(~allowed)] = -float("inf")
         return scores
+
+
+def JSONSchemaLogits(tokenizer, schema: dict, batch: int, prompt_length: int) -> GrammarLogits:  # noqa: N802
+    """Constrain every row of a batch to one JSON schema."""
+    import llguidance
+
+    return GrammarLogits(tokenizer, [llguidance.LLMatcher.grammar_from_json_schema(schema)] * batch, prompt_length)
 
 
 class LocalChatModel:
