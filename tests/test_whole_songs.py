@@ -1,6 +1,8 @@
 """Whole songs: windows over a song longer than the model's clip, stitched into one timeline; LRC lyrics in time."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +240,59 @@ def test_describe_constrained_whole_song_sections_hold_each_windows_frames(tiny_
     (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["problems"] == []
     assert [(f["start"], f["end"]) for f in row["frames"]] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+
+
+def test_a_silent_window_and_a_truncated_file_are_described_with_a_warning(tiny_checkpoint, music_like, tmp_path,
+                                                                           capsys):
+    wave, rate = music_like
+    quiet = tmp_path / "quiet-middle.wav"
+    sf.write(quiet, np.concatenate([wave[: 4 * rate], np.zeros(4 * rate, np.float32), wave[: 2 * rate]]), rate)
+    full = tmp_path / "full.mp3"
+    sf.write(full, np.concatenate([wave, wave]), rate, format="MP3")
+    truncated = tmp_path / "truncated.mp3"
+    truncated.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.6)])
+    short = tmp_path / "short.wav"
+    sf.write(short, wave[: 3 * rate], rate)  # shorter than one window: one window, reported as a clip
+    assert main(["describe", str(quiet), str(truncated), str(short), "--model", str(tiny_checkpoint), "--greedy",
+                 "--max-new-tokens", "2", "--window-seconds", "4", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {quiet} 4-8 s: silent (peak below 0.0001); described anyway" in err
+    assert f"warning: {truncated}: decodes to " in err and "but its header says 10.0 s (truncated?)" in err
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.splitlines())}
+    assert len(rows["quiet-middle.wav"]["sections"]) == 3 and "sections" not in rows["short.wav"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None, reason="needs apt and dpkg")
+def test_a_real_full_length_track_gives_one_bounded_timeline_with_its_lyrics_and_a_vtt(tiny_checkpoint, tmp_path,
+                                                                                      capsys):
+    """The issue's command on a real 4-min-plus techno track (nexuiz-music, GPL-2+, from the demo corpus's packages):
+    beat frames within 1-4 s over the whole song, the LRC lines in their windows, every window's answer parsed with
+    its frames (constrained), and a VTT that parses back. The LRC is written here (the track is instrumental)."""
+    import webvtt
+
+    from dataset_scripts.demo_corpus import package_tracks
+    from m2mv.beats import MAX_FRAME_SECONDS, MIN_FRAME_SECONDS
+
+    tracks = [t for t in package_tracks("nexuiz-music") if sf.info(t.path).duration >= 240]
+    track = Path(min(tracks, key=lambda t: abs(sf.info(t.path).duration - 240)).path)
+    duration = sf.info(track).duration
+    lrc = tmp_path / "song.lrc"
+    lrc.write_text("[ti: a test LRC]\n[00:05.00]Lights go down across the city\n[00:12.00]we run along the wire\n"
+                   "[02:10.00]and the engines sing tonight\n")
+    assert main(["describe", str(track), "--model", str(tiny_checkpoint), "--align", "beats", "--lyrics", str(lrc),
+                 "--json", "--export", "vtt", "--export-dir", str(tmp_path), "--constrained", "--greedy",
+                 "--max-new-tokens", "512"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["problems"] == [] and len(row["sections"]) == len(row["windows"]) == int(duration // 30)
+    frames = row["frames"]
+    assert frames[0]["start"] == 0.0 and frames[-1]["end"] == pytest.approx(duration, abs=0.01)
+    assert all(a["end"] == b["start"] for a, b in zip(frames, frames[1:]))  # one contiguous timeline
+    lengths = [f["end"] - f["start"] for f in frames]
+    assert MIN_FRAME_SECONDS - 0.011 <= min(lengths) and max(lengths) <= MAX_FRAME_SECONDS + 0.011, max(lengths)
+    placed = {i: [line["text"] for line in section["lyrics_lines"]] for i, section in enumerate(row["sections"])
+              if section["lyrics_lines"]}
+    assert placed == {0: ["Lights go down across the city", "we run along the wire"],
+                      4: ["and the engines sing tonight"]}
+    cues = webvtt.read(str(tmp_path / f"{track.stem}.vtt"))
+    assert len(cues) == len(frames) and cues[0].text == frames[0]["text"]
