@@ -296,3 +296,22 @@ def test_a_real_full_length_track_gives_one_bounded_timeline_with_its_lyrics_and
                       4: ["and the engines sing tonight"]}
     cues = webvtt.read(str(tmp_path / f"{track.stem}.vtt"))
     assert len(cues) == len(frames) and cues[0].text == frames[0]["text"]
+
+
+@pytest.mark.parametrize("constrained", [False, True], ids=["free", "constrained"])
+def test_a_batch_of_songs_with_different_prompts_equals_each_song_alone(tiny, constrained):
+    """Greedy decoding: four songs of different lengths and conditionings (left padding) in one generate call give
+    what each gives alone, free or held to its frames."""
+    from m2mv.inference import DescribeRequest, describe_batch
+
+    model, processor = tiny
+    rate = 16000
+    conditionings = [{}, {"genre_tags": ["rock", "pop"]}, {"mv_type": "Animation", "genre_tags": ["jazz"]},
+                     {"lyrics_understanding": "A song about the sea and a long night drive home."}]
+    requests = [DescribeRequest({"array": np.random.default_rng(i).normal(scale=0.1, size=(1, rate * s)).astype(
+        np.float32), "sampling_rate": rate, "path": f"s{i}.wav"}, f"s{i}.wav", c)
+        for i, (s, c) in enumerate(zip((6, 9, 4, 7), conditionings))]
+    kwargs = {"do_sample": False, "max_new_tokens": 120 if constrained else 40}
+    batched = [r.text for r in describe_batch(model, processor, requests, kwargs, constrained=constrained)]
+    alone = [describe_batch(model, processor, [r], kwargs, constrained=constrained)[0].text for r in requests]
+    assert batched == alone and len(set(batched)) == 4
