@@ -297,8 +297,8 @@ def test_align_beats_prompts_with_beat_frames_and_scores_on_beat(checkpoint, bea
     prompts = {}
     real_prepare = inference._prepare
 
-    def spy(processor, request, align, beat_fallback):
-        prepared = real_prepare(processor, request, align, beat_fallback)
+    def spy(processor, request, align, beat_fallback, constrained=False):
+        prepared = real_prepare(processor, request, align, beat_fallback, constrained)
         prompts[int(request.name.split()[1])] = prepared[2]  # request names are "row <index> (...)"
         return prepared
 
