@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from feature_extraction_m2mv import SILENCE_PEAK
 from m2mv.beats import ALIGN_MODES, NoBeatsError, beat_frame_boundaries
 from m2mv.checkpoints.loading import load_checkpoint, resolve_checkpoint
 from m2mv.data.fileio import append_jsonl, read_jsonl
@@ -323,9 +324,6 @@ def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | No
     return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None, warnings)
 
 
-SILENCE_PEAK = 1e-4  # a window whose peak is below this (-80 dBFS) is silent: described, with a warning
-
-
 def _length_warning(path: Path, decoded_seconds: float) -> list[str]:
     """A warning when the file decodes shorter than its header says (a truncated MP3 decodes without an error)."""
     import soundfile
@@ -341,6 +339,11 @@ def _length_warning(path: Path, decoded_seconds: float) -> list[str]:
     return []
 
 
+def _lines_dicts(lines: Sequence[LyricLine]) -> list[dict]:
+    """The LRC lines a window used, as a result records them."""
+    return [{"time": line.time, "text": line.text} for line in lines]
+
+
 def _song_dict(plan: SongPlan, results: Sequence[DescribeResult]) -> dict:
     """The result of a file described in windows (or over a span): ``sections`` and one flat ``frames`` list."""
     failed = [r for r in results if r.error is not None]
@@ -350,7 +353,7 @@ def _song_dict(plan: SongPlan, results: Sequence[DescribeResult]) -> dict:
     for index, result in enumerate(results):
         fields = {"text": result.text, **result.beat_fields()}
         if plan.lyrics_lines is not None:
-            fields["lyrics_lines"] = [{"time": line.time, "text": line.text} for line in plan.lyrics_lines[index]]
+            fields["lyrics_lines"] = _lines_dicts(plan.lyrics_lines[index])
             fields["lyrics_understanding"] = plan.requests[index].conditioning.get("lyrics_understanding")
         extra.append(fields)
     song = stitch_sections(plan.windows, [r.parsed.to_dict() for r in results], extra)
@@ -478,7 +481,7 @@ def describe_files(
             song = [next(described) for _ in plan.requests]
             results[i] = _result_dict(paths[i], song[0]) if plan.whole_clip else _song_dict(plan, song)
             if plan.whole_clip and plan.lyrics_lines is not None and "error" not in results[i]:
-                results[i]["lyrics_lines"] = [{"time": line.time, "text": line.text} for line in plan.lyrics_lines[0]]
+                results[i]["lyrics_lines"] = _lines_dicts(plan.lyrics_lines[0])
         if out:
             append_jsonl(out, [{**results[i], "file": str(paths[i].resolve()), "settings": settings} for i in batch])
         bar.update(len(batch))
