@@ -1,4 +1,8 @@
-"""Configuration of m2mv: ImageBind's audio branch + a linear adaptor + a Llama (Vicuna) language model.
+"""Configuration of m2mv: an audio encoder + a linear adaptor + a Llama (Vicuna) language model.
+
+The audio encoder is ImageBind's audio branch (:class:`M2MVAudioConfig`, the paper's, the default) or any
+transformers audio encoder given as an ``audio_config`` of its own model type (``{"model_type": "whisper", ...}``:
+Whisper's encoder), the way LLaVA takes any vision tower.
 
 This file travels with every checkpoint as remote code (``trust_remote_code=True``); it imports only
 ``transformers`` and the other two m2mv files.
@@ -9,6 +13,9 @@ from typing import ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+# How a time-axis encoder's states are pooled into ``num_audio_tokens`` equal windows.
+AUDIO_POOLINGS = ("mean", "max")
 
 
 @strict
@@ -83,17 +90,42 @@ class M2MVAudioConfig(PreTrainedConfig):
             raise ValueError(f"M2MVAudioConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
 
+class AudioEncoderSpec(SubConfigSpec):
+    """``audio_config``: ImageBind's (:class:`M2MVAudioConfig`) unless its dict names another model type, which
+    then builds that type's own config (``AutoConfig.for_model``; no global registration needed)."""
+
+    def create_subconfig(self, key, subconfig=None, **kwargs):
+        model_type = subconfig.get("model_type") if isinstance(subconfig, dict) else None
+        if model_type and model_type != M2MVAudioConfig.model_type:
+            return AutoConfig.for_model(**subconfig), kwargs
+        return super().create_subconfig(key, subconfig, **kwargs)
+
+
+def audio_encoder_width(audio_config: PreTrainedConfig) -> int:
+    """Width of the states a transformers audio encoder returns (``d_model`` or ``hidden_size``)."""
+    for name in ("d_model", "hidden_size"):
+        width = getattr(audio_config, name, None)
+        if isinstance(width, int) and width > 0:
+            return width
+    raise ValueError(f"cannot tell the output width of a {audio_config.model_type!r} audio encoder "
+                     "(its config has no d_model or hidden_size)")
+
+
 @strict
 class M2MVConfig(PreTrainedConfig):
     """Configuration of :class:`M2MVForConditionalGeneration`.
 
     Args:
-        audio_config: :class:`M2MVAudioConfig` (or its dict); defaults to ImageBind-Huge's audio branch.
+        audio_config: :class:`M2MVAudioConfig` (or its dict); defaults to ImageBind-Huge's audio branch. Any
+            other model type's config (e.g. a ``WhisperConfig``) builds that encoder with ``AutoModel.from_config``
+            (an encoder-decoder keeps its encoder); its states are pooled over time into ``num_audio_tokens``.
         text_config: the language model's config (a ``LlamaConfig`` or its dict); defaults to Vicuna-7B sizes
             plus the placeholder token.
         audio_token_id: id of the audio placeholder token that the processor expands and the model fills.
-        num_audio_tokens: 1 = the mean of the clip embeddings as one LM token (NExT-GPT, the paper);
-            ``clips_per_audio`` = one LM token per 2-s clip.
+        num_audio_tokens: ImageBind: 1 = the mean of the clip embeddings as one LM token (NExT-GPT, the paper);
+            ``clips_per_audio`` = one LM token per 2-s clip. An encoder with a time axis: its states pooled in this
+            many equal windows (15 for a 30-s clip = one token per 2-s frame; 1 = the mean over time).
+        audio_pooling: how those windows are pooled, ``"mean"`` or ``"max"`` (time-axis encoders only).
         projector_bias: whether the adaptor ``Linear(output_dim, hidden_size)`` has a bias (NExT-GPT's has).
         freeze_audio_encoder: keep the encoder frozen (``requires_grad=False``) after loading.
         prellm_fusion_layers: DeepResonance's pre-LLM fusion: this many ``nn.TransformerEncoderLayer``s over the
@@ -104,7 +136,7 @@ class M2MVConfig(PreTrainedConfig):
 
     model_type = "m2mv"
     sub_configs_defaults: ClassVar[dict] = {
-        "audio_config": SubConfigSpec(config_class=M2MVAudioConfig),
+        "audio_config": AudioEncoderSpec(config_class=M2MVAudioConfig),
         # Vicuna-7B sizes with one extra vocabulary entry: the audio placeholder token (id 32000).
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", init_kwargs={"vocab_size": 32001}),
     }
@@ -113,6 +145,7 @@ class M2MVConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     audio_token_id: int = 32000
     num_audio_tokens: int = 1
+    audio_pooling: str = "mean"
     projector_bias: bool = True
     freeze_audio_encoder: bool = True
     tie_word_embeddings: bool = False
@@ -129,10 +162,29 @@ class M2MVConfig(PreTrainedConfig):
         # The LM head shares the input embeddings exactly when the language model's own config says so.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 
+    @property
+    def uses_imagebind(self) -> bool:
+        """Whether the audio encoder is ImageBind's audio branch (else a transformers encoder with a time axis)."""
+        return isinstance(self.audio_config, M2MVAudioConfig)
+
+    @property
+    def audio_embeds_shape(self) -> tuple[int, int]:
+        """(tokens, width) of one audio's encoder output before the adaptor (what precomputed embeddings hold):
+        ImageBind's per-clip embeddings, or a time-axis encoder's pooled states."""
+        if self.uses_imagebind:
+            return self.audio_config.clips_per_audio, self.audio_config.output_dim
+        return self.num_audio_tokens, audio_encoder_width(self.audio_config)
+
     def validate_architecture(self):
         """Reject combinations that disagree with each other."""
         audio, text = self.audio_config, self.text_config
-        if self.num_audio_tokens not in (1, audio.clips_per_audio):
+        if self.audio_pooling not in AUDIO_POOLINGS:
+            raise ValueError(f"M2MVConfig.audio_pooling must be one of {AUDIO_POOLINGS}, got {self.audio_pooling!r}")
+        if not self.uses_imagebind:
+            audio_encoder_width(audio)
+            if self.num_audio_tokens < 1:
+                raise ValueError(f"M2MVConfig.num_audio_tokens must be >= 1, got {self.num_audio_tokens}")
+        elif self.num_audio_tokens not in (1, audio.clips_per_audio):
             raise ValueError(
                 f"M2MVConfig.num_audio_tokens must be 1 (mean of the clips) or clips_per_audio "
                 f"({audio.clips_per_audio}, one token per clip), got {self.num_audio_tokens}"
@@ -147,4 +199,4 @@ class M2MVConfig(PreTrainedConfig):
             )
 
 
-__all__ = ["M2MVAudioConfig", "M2MVConfig"]
+__all__ = ["AUDIO_POOLINGS", "M2MVAudioConfig", "M2MVConfig", "audio_encoder_width"]

@@ -138,6 +138,64 @@ def resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
     return out[:, : math.ceil(new * length / orig)].numpy()
 
 
+def validate_waveform(waveform: Any, name: str) -> np.ndarray:
+    """Return ``waveform`` as float32 (channels, samples); raise AudioInputError naming ``name``."""
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    waveform = np.asarray(waveform)
+    if waveform.dtype.kind not in "f":
+        raise AudioInputError(f"{name}: expected a float waveform in [-1, 1], got dtype {waveform.dtype}")
+    if waveform.size == 0:
+        raise AudioInputError(f"{name}: empty audio (0 samples)")
+    if waveform.ndim == 1:
+        waveform = waveform[None]
+    if waveform.ndim != 2 or waveform.shape[0] > waveform.shape[1]:
+        raise AudioInputError(
+            f"{name}: expected a waveform of shape (samples,) or (channels, samples), got {waveform.shape}"
+        )
+    if not np.isfinite(waveform).all():
+        raise AudioInputError(f"{name}: the waveform contains NaN or infinite samples")
+    return waveform.astype(np.float32, copy=False)
+
+
+def iter_waveforms(raw_speech: Any, sampling_rate: int | Sequence[int] | None, target_rate: int):
+    """Each input as ``(waveform (channels, samples) float32, its rate, its name)``: files and dicts decoded (their
+    own rate read), bare arrays checked against their required ``sampling_rate``."""
+    if _is_single_input(raw_speech):
+        raw_speech = [raw_speech]
+    rates = list(sampling_rate) if isinstance(sampling_rate, Sequence) else [sampling_rate] * len(raw_speech)
+    if len(rates) != len(raw_speech):
+        raise AudioInputError(f"got {len(rates)} sampling rates for {len(raw_speech)} audio inputs")
+    for index, (item, rate) in enumerate(zip(raw_speech, rates)):
+        name = audio_name(item, index)
+        if isinstance(item, (str, Path, dict, bytes)):
+            waveform, rate = load_audio(item)
+        elif rate is None:
+            raise AudioInputError(
+                f"{name}: sampling_rate= is required with raw waveforms (this extractor runs at "
+                f"{target_rate} Hz and resamples other rates); pass the waveform's real rate"
+            )
+        else:
+            waveform = item
+        yield validate_waveform(waveform, name), rate, name
+
+
+def warn_if_silent(waveform: np.ndarray, name: str) -> None:
+    if np.abs(waveform).max() < SILENCE_PEAK:
+        warnings.warn(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}); its features carry no music",
+                      stacklevel=3)
+
+
+def mono_waveforms(raw_speech: Any, sampling_rate: int | Sequence[int] | None, target_rate: int) -> list[np.ndarray]:
+    """Inputs for a transformers feature extractor (Whisper's, ...), which reads 1-D arrays at its own rate only:
+    each decoded, checked, down-mixed (channel mean) and resampled to ``target_rate`` as ImageBind's path is."""
+    waveforms = []
+    for waveform, rate, name in iter_waveforms(raw_speech, sampling_rate, target_rate):
+        warn_if_silent(waveform, name)
+        waveforms.append(resample(waveform.mean(axis=0, keepdims=True), rate, target_rate)[0])
+    return waveforms
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ImageBind's audio transform
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,6 +246,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
     """
 
     model_input_names = ["input_features"]
+    reads_audio_sources = True  # decodes files, bytes and dicts itself (a transformers extractor takes arrays)
 
     def __init__(
         self,
@@ -325,22 +384,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
 
     def _validate(self, waveform: Any, name: str) -> np.ndarray:
         """Return ``waveform`` as float32 (channels, samples); raise AudioInputError naming ``name``."""
-        if isinstance(waveform, torch.Tensor):
-            waveform = waveform.detach().cpu().numpy()
-        waveform = np.asarray(waveform)
-        if waveform.dtype.kind not in "f":
-            raise AudioInputError(f"{name}: expected a float waveform in [-1, 1], got dtype {waveform.dtype}")
-        if waveform.size == 0:
-            raise AudioInputError(f"{name}: empty audio (0 samples)")
-        if waveform.ndim == 1:
-            waveform = waveform[None]
-        if waveform.ndim != 2 or waveform.shape[0] > waveform.shape[1]:
-            raise AudioInputError(
-                f"{name}: expected a waveform of shape (samples,) or (channels, samples), got {waveform.shape}"
-            )
-        if not np.isfinite(waveform).all():
-            raise AudioInputError(f"{name}: the waveform contains NaN or infinite samples")
-        return waveform.astype(np.float32, copy=False)
+        return validate_waveform(waveform, name)
 
     def extract_one(self, waveform: np.ndarray, sampling_rate: int, name: str = "audio") -> np.ndarray:
         """One (channels, samples) waveform -> (clips, mel, frames) normalised features."""
@@ -354,9 +398,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
                 "its filter bank is zero-padded like ImageBind's",
                 stacklevel=3,
             )
-        if np.abs(waveform).max() < SILENCE_PEAK:
-            warnings.warn(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}); its features carry no music",
-                          stacklevel=3)
+        warn_if_silent(waveform, name)
         clips = self._mean_removed_clips(waveform)
         if len({clip.shape[-1] for clip in clips}) == 1:  # the common case: one batched filter bank
             fbank = self.kaldi_fbank(self._select_channel(np.stack(clips, axis=1)))
@@ -382,24 +424,8 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
                 wrong rate would silently give wrong features); ignored for files and dicts, whose own rate is read.
             return_tensors: ``"pt"`` or ``"np"``.
         """
-        if _is_single_input(raw_speech):
-            raw_speech = [raw_speech]
-        rates = list(sampling_rate) if isinstance(sampling_rate, Sequence) else [sampling_rate] * len(raw_speech)
-        if len(rates) != len(raw_speech):
-            raise AudioInputError(f"got {len(rates)} sampling rates for {len(raw_speech)} audio inputs")
-        features = []
-        for index, (item, rate) in enumerate(zip(raw_speech, rates)):
-            name = audio_name(item, index)
-            if isinstance(item, (str, Path, dict, bytes)):
-                waveform, rate = load_audio(item)
-            elif rate is None:
-                raise AudioInputError(
-                    f"{name}: sampling_rate= is required with raw waveforms (this extractor runs at "
-                    f"{self.sampling_rate} Hz and resamples other rates); pass the waveform's real rate"
-                )
-            else:
-                waveform = item
-            features.append(self.extract_one(waveform, rate, name=name))
+        features = [self.extract_one(waveform, rate, name=name)
+                    for waveform, rate, name in iter_waveforms(raw_speech, sampling_rate, self.sampling_rate)]
         return BatchFeature({"input_features": np.stack(features)}, tensor_type=return_tensors)
 
 
@@ -409,6 +435,9 @@ __all__ = [
     "audio_name",
     "clip_sample_ranges",
     "decode_audio",
+    "iter_waveforms",
     "load_audio",
+    "mono_waveforms",
     "resample",
+    "validate_waveform",
 ]

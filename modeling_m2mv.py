@@ -1,4 +1,8 @@
-"""m2mv model: ImageBind's audio branch, a linear adaptor, and a Llama (Vicuna) language model.
+"""m2mv model: an audio encoder, a linear adaptor, and a Llama (Vicuna) language model.
+
+The audio encoder is ImageBind's audio branch (the paper's, defined here) or any transformers audio encoder built
+from the config's ``audio_config`` (Whisper's encoder, ...), whose states are pooled over time into
+``num_audio_tokens`` tokens.
 
 Built the way transformers' own multimodal LLMs are (LLaVA, Qwen2-Audio): the processor expands one audio
 placeholder token to ``config.num_audio_tokens`` copies, the model encodes the audio, projects it into the LM's
@@ -272,13 +276,30 @@ class M2MVAudioEncoder(PreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def build_audio_tower(config: M2MVConfig) -> nn.Module:
+    """ImageBind's audio branch, or the transformers audio encoder of ``config.audio_config`` (``AutoModel``; an
+    encoder-decoder such as Whisper keeps only its encoder)."""
+    if config.uses_imagebind:
+        return M2MVAudioEncoder(config.audio_config)
+    model = AutoModel.from_config(config.audio_config)
+    return model.get_encoder() if getattr(config.audio_config, "is_encoder_decoder", False) else model
+
+
+def pool_over_time(states: torch.Tensor, tokens: int, pooling: str = "mean") -> torch.Tensor:
+    """(batch, time, width) encoder states -> (batch, tokens, width), each token pooled over an equal window."""
+    windows = states.transpose(1, 2)
+    pooled = F.adaptive_max_pool1d(windows, tokens) if pooling == "max" else F.adaptive_avg_pool1d(windows, tokens)
+    return pooled.transpose(1, 2)
+
+
 class M2MVMultiModalProjector(nn.Module):
-    """The adaptor: one ``Linear(output_dim, hidden_size)`` from ImageBind's space into the LM's embeddings."""
+    """The adaptor: one ``Linear(width, hidden_size)`` from the audio encoder's space (ImageBind's 1024-d joint
+    space, or a time-axis encoder's state width) into the LM's embeddings."""
 
     def __init__(self, config: M2MVConfig):
         super().__init__()
         self.linear = nn.Linear(
-            config.audio_config.output_dim, config.text_config.hidden_size, bias=config.projector_bias
+            config.audio_embeds_shape[1], config.text_config.hidden_size, bias=config.projector_bias
         )
 
     def forward(self, audio_embeddings: torch.Tensor) -> torch.Tensor:
@@ -365,7 +386,7 @@ class M2MVModel(M2MVPreTrainedModel):
 
     def __init__(self, config: M2MVConfig):
         super().__init__(config)
-        self.audio_tower = M2MVAudioEncoder(config.audio_config)
+        self.audio_tower = build_audio_tower(config)
         self.multi_modal_projector = M2MVMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.prellm_fusion = M2MVPreLLMFusion(config) if config.prellm_fusion_layers else None
@@ -386,6 +407,30 @@ class M2MVModel(M2MVPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    def encode_audio(
+        self, input_features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """The audio encoder's output before the adaptor: ``pooler_output`` (batch, *config.audio_embeds_shape*),
+        what precomputed embeddings hold. ImageBind: its per-clip embeddings. A time-axis encoder: its last
+        states pooled into ``num_audio_tokens`` windows (``audio_pooling``). The other fields are the tower's."""
+        param = next(self.audio_tower.parameters())
+        outputs = self.audio_tower(input_features.to(param.device, param.dtype), return_dict=True, **kwargs)
+        if not self.config.uses_imagebind:
+            outputs.pooler_output = pool_over_time(outputs.last_hidden_state, self.config.num_audio_tokens,
+                                                   self.config.audio_pooling)
+        return outputs
+
+    def zero_audio_features(self, batch: int = 1) -> torch.Tensor:
+        """All-zero encoder inputs of one audio's shape (ImageBind's clips, or Whisper's 30-s log-mel)."""
+        audio = self.config.audio_config
+        if self.config.uses_imagebind:
+            shape = (audio.clips_per_audio, audio.num_mel_bins, audio.target_length)
+        elif hasattr(audio, "num_mel_bins") and hasattr(audio, "max_source_positions"):  # Whisper-like
+            shape = (audio.num_mel_bins, 2 * audio.max_source_positions)
+        else:
+            raise ValueError(f"zero_audio_features does not know the input shape of a {audio.model_type!r} encoder")
+        return torch.zeros(batch, *shape)
+
     @can_return_tuple
     def get_audio_features(
         self,
@@ -396,23 +441,24 @@ class M2MVModel(M2MVPreTrainedModel):
         """Audio -> LM input embeddings, returned as ``pooler_output`` of shape (batch, num_audio_tokens, hidden).
 
         Args:
-            input_features: spectrograms (batch, clips, mel, frames) from the feature extractor; the other fields
-                of the output are the audio tower's (``output_hidden_states``/``output_attentions`` go to it).
-            audio_embeds: precomputed per-clip encoder embeddings (batch, clips, output_dim); skips the encoder,
-                and the output then holds only ``pooler_output``.
+            input_features: the feature extractor's output (ImageBind: spectrograms (batch, clips, mel, frames);
+                Whisper: log-mel (batch, mel, 3000)); the other fields of the output are the audio tower's
+                (``output_hidden_states``/``output_attentions`` go to it).
+            audio_embeds: precomputed encoder embeddings (batch, *config.audio_embeds_shape*, see
+                :meth:`encode_audio`); skips the encoder, and the output then holds only ``pooler_output``.
         """
         if (input_features is None) == (audio_embeds is None):
             raise ValueError("get_audio_features needs exactly one of input_features or audio_embeds")
         if audio_embeds is None:
-            audio_outputs = self.audio_tower(input_features, return_dict=True, **kwargs)
+            audio_outputs = self.encode_audio(input_features, **kwargs)
             audio_embeds = audio_outputs.pooler_output
         else:
             audio_outputs = BaseModelOutputWithPooling()
-        expected = (self.config.audio_config.clips_per_audio, self.config.audio_config.output_dim)
+        expected = self.config.audio_embeds_shape
         if audio_embeds.ndim != 3 or tuple(audio_embeds.shape[1:]) != expected:
             raise ValueError(f"audio_embeds must have shape (batch, {expected[0]}, {expected[1]}), "
                              f"got {tuple(audio_embeds.shape)}")
-        if self.config.num_audio_tokens == 1:
+        if self.config.uses_imagebind and self.config.num_audio_tokens == 1:
             audio_embeds = audio_embeds.mean(dim=1, keepdim=True)
         audio_outputs.pooler_output = self.multi_modal_projector(audio_embeds)
         return audio_outputs
@@ -533,7 +579,7 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     @property
-    def audio_tower(self) -> M2MVAudioEncoder:
+    def audio_tower(self) -> nn.Module:
         return self.model.audio_tower
 
     @property
@@ -552,6 +598,16 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
     ) -> tuple | BaseModelOutputWithPooling:
         """See :meth:`M2MVModel.get_audio_features`."""
         return self.model.get_audio_features(input_features, audio_embeds, **kwargs)
+
+    def encode_audio(
+        self, input_features: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """See :meth:`M2MVModel.encode_audio`."""
+        return self.model.encode_audio(input_features, **kwargs)
+
+    def zero_audio_features(self, batch: int = 1) -> torch.Tensor:
+        """See :meth:`M2MVModel.zero_audio_features`."""
+        return self.model.zero_audio_features(batch)
 
     def set_audio_encoder_dtype(self, dtype: torch.dtype) -> None:
         """Run the (frozen) audio encoder in ``dtype`` (e.g. bfloat16) while the LM keeps its own dtype."""
@@ -635,4 +691,6 @@ __all__ = [
     "M2MVMultiModalProjector",
     "M2MVPreLLMFusion",
     "M2MVPreTrainedModel",
+    "build_audio_tower",
+    "pool_over_time",
 ]

@@ -21,11 +21,11 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 try:  # loaded as remote code from a checkpoint folder (a package)
-    from .feature_extraction_m2mv import decode_audio
+    from .feature_extraction_m2mv import decode_audio, mono_waveforms
     from .mv_format_m2mv import (STOP_STRING, MVDescription, format_frame_span, frame_boundary_problem,
                                  parse_mv_description, strip_stop, validate_frame_boundaries)
 except ImportError:  # imported from the source tree as a top-level module
-    from feature_extraction_m2mv import decode_audio
+    from feature_extraction_m2mv import decode_audio, mono_waveforms
     from mv_format_m2mv import (STOP_STRING, MVDescription, format_frame_span, frame_boundary_problem,
                                 parse_mv_description, strip_stop, validate_frame_boundaries)
 
@@ -98,7 +98,8 @@ class M2MVProcessor(ProcessorMixin):
     """Feature extractor + tokenizer + chat template for m2mv.
 
     Args:
-        feature_extractor: :class:`M2MVFeatureExtractor`.
+        feature_extractor: :class:`M2MVFeatureExtractor` (ImageBind's transform), or the audio encoder's own
+            transformers feature extractor (``WhisperFeatureExtractor``, ...), which gets decoded mono waveforms.
         tokenizer: the LM's tokenizer, holding ``audio_token`` as a special token.
         chat_template: the prompt template (defaults to :data:`CHAT_TEMPLATE`).
         audio_token: placeholder written once per audio in the prompt, expanded to ``num_audio_tokens``.
@@ -296,7 +297,7 @@ class M2MVProcessor(ProcessorMixin):
             marks = [[1] * len(head) + [0] * (len(row) - len(head)) for head, row in zip(heads, rows)]
             data["fusion_mask"] = self._pad(marks, None, side, pad_id=0)["input_ids"]
         if audio is not None:
-            features = self.feature_extractor(audio, sampling_rate=sampling_rate)["input_features"]
+            features = self.audio_features(audio, sampling_rate)
             if len(features) != len(prompts):
                 raise ValueError(f"got {len(prompts)} prompts but {len(features)} audio inputs")
             data["input_features"] = features
@@ -347,6 +348,19 @@ class M2MVProcessor(ProcessorMixin):
         return data
 
     # -- audio ----------------------------------------------------------------------------------------------------
+    def audio_features(self, audio: Any, sampling_rate: int | Sequence[int] | None = None) -> np.ndarray:
+        """The audio encoder's inputs for ``audio`` (what ``__call__`` returns as ``input_features``).
+
+        ImageBind's extractor reads every kind of source itself. A transformers extractor (Whisper's) reads 1-D
+        arrays at its own rate only: the sources are decoded, down-mixed and resampled first, with the same errors.
+        """
+        extractor = self.feature_extractor
+        if getattr(extractor, "reads_audio_sources", False):
+            return extractor(audio, sampling_rate=sampling_rate)["input_features"]
+        waveforms = mono_waveforms(audio, sampling_rate, extractor.sampling_rate)
+        features = extractor(waveforms, sampling_rate=extractor.sampling_rate, return_tensors="np")
+        return features[extractor.model_input_names[0]]
+
     @staticmethod
     def decode_audio(source: Any) -> dict:
         """Decode a file path, encoded bytes or ``{"bytes", "path"}`` dict once, with this checkpoint's decoder:

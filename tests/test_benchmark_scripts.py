@@ -53,17 +53,35 @@ def test_encoder_probe_separates_clusters_and_not_random_labels():
 def test_encoder_probe_runs_on_a_dataset(tiny_checkpoint, tmp_path):
     import json
 
+    from m2mv.checkpoints.tiny import build_tiny_whisper_checkpoint
     from m2mv.training.toy import write_toy_dataset
 
     data = write_toy_dataset(tmp_path / "toy", n_train=12, n_eval=6, seconds=3.0)
+    whisper = build_tiny_whisper_checkpoint(tmp_path / "tiny-whisper")
     out = tmp_path / "probe.json"
-    assert load_script("encoder_probe").main(["--model", str(tiny_checkpoint), "--dataset", str(data),
-                                              "--label", "mv_type", "--json-out", str(out)]) == 0
+    assert load_script("encoder_probe").main(["--model", str(tiny_checkpoint), "--model", str(whisper),
+                                              "--dataset", str(data), "--label", "mv_type",
+                                              "--json-out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert (report["train_songs"], report["held_out_songs"]) == (12, 6)
-    for name in ("encoder_embeddings", "mean_log_mel_spectrum"):
-        assert 0.0 <= report[name]["accuracy"] <= 1.0
-    assert list((data / "embeddings").glob("*.parquet"))  # computed once, beside the dataset
+    assert list(report["encoders"]) == [str(tiny_checkpoint), str(whisper)]
+    for result in report["encoders"].values():
+        assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["mean_log_mel_of_its_input"]["accuracy"] <= 1.0
+    assert len(list((data / "embeddings").glob("*.parquet"))) == 2  # one per encoder, beside the dataset
+
+
+@pytest.mark.slow
+def test_encoder_probe_puts_the_real_and_random_encoders_side_by_side(tmp_path):
+    import json
+
+    from m2mv.training.toy import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy", n_train=8, n_eval=4, seconds=3.0)
+    out = tmp_path / "probe.json"
+    assert load_script("encoder_probe").main(["--dataset", str(data), "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["encoders"]) == ["whisper_base_real", "whisper_base_random", "imagebind_huge_random"]
+    assert not any(Path(r["model"]).exists() for r in report["encoders"].values())  # the probe's own, removed
 
 
 def test_whole_song_benchmark_runs_each_case_in_its_own_process(tiny_checkpoint, tmp_path, capsys):

@@ -201,7 +201,7 @@ def test_conflicting_or_missing_convert_flags_are_refused(tmp_path, capsys):
     assert main(["convert", "--tiny", "--imagebind", "imagebind_huge.pth", "--out", str(tmp_path / "a")]) == 2
     assert "--tiny writes a tiny random checkpoint and takes no --imagebind" in _one_error_line(capsys.readouterr().err)
     assert convert_main(["--out", str(tmp_path / "b")]) == 2  # the m2mv-convert script: the same command
-    assert "give --lm (and optionally --imagebind), or --tiny" in _one_error_line(capsys.readouterr().err)
+    assert "give --lm (and optionally --imagebind or --audio-encoder), or --tiny" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -38,6 +38,7 @@ class CardFacts:
     audio_encoder: str | None = None
     num_audio_tokens: int | None = None
     audio_scale: float | None = None  # the audio config's logit_scale (1: NExT-GPT, the paper's; 20: Meta's)
+    audio_encoder_type: str = "imagebind"  # or the transformers model type of the encoder ("whisper", ...)
 
     @classmethod
     def from_dict(cls, data: dict) -> "CardFacts":
@@ -67,8 +68,8 @@ BASE_TEMPLATE = """---
 
 {{ warning }}
 m2mv: music audio in, a music-video description (overview + frame-by-frame breakdown) out. Architecture of
-"Cross-Modal Learning for Music-to-Music-Video Description Generation" (arXiv 2503.11190): ImageBind's audio
-branch (frozen), a linear adaptor, and a Llama-family language model.
+"Cross-Modal Learning for Music-to-Music-Video Description Generation" (arXiv 2503.11190): a frozen audio
+encoder (the paper's is ImageBind's audio branch), a linear adaptor, and a Llama-family language model.
 
 - Language model: {{ facts.language_model }}
 - Audio encoder: {{ facts.audio_encoder }}
@@ -90,7 +91,7 @@ def audio_scale_text(scale: float | None) -> str:
 
 def base_card(name: str, facts: CardFacts, adaptor: str, notes: str = "", license: str = "other") -> ModelCard:
     """The card of a checkpoint built by the converter or the tiny builders (nothing trained by m2mv yet)."""
-    tags = TAGS + ["imagebind"] + (["tiny-random"] if facts.tiny else []) + \
+    tags = TAGS + [facts.audio_encoder_type] + (["tiny-random"] if facts.tiny else []) + \
         (["random-weights"] if facts.random_parts else [])
     data = ModelCardData(library_name="transformers", license=license, pipeline_tag="audio-text-to-text", tags=tags,
                          **{FACTS_KEY: asdict(facts)})

@@ -1,6 +1,8 @@
-"""Build m2mv checkpoints: ImageBind-Huge's audio branch + any Llama/Vicuna folder (``m2mv-convert``).
+"""Build m2mv checkpoints: ImageBind-Huge's audio branch (or any transformers audio encoder) + any Llama/Vicuna
+folder (``m2mv-convert``).
 
     m2mv-convert --imagebind imagebind_huge.pth --lm ./vicuna-7b-v1.5 --out ./m2mv-vicuna-7b
+    m2mv-convert --audio-encoder ./whisper-base --lm ./vicuna-7b-v1.5 --out ./m2mv-whisper-vicuna-7b
 
 The ImageBind file is read with ``torch.load(weights_only=True)`` (no pickle code runs); only its audio
 branch is kept. Without ``--imagebind`` the audio encoder gets random weights, and the model card says so.
@@ -15,7 +17,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from configuration_m2mv import M2MVAudioConfig, M2MVConfig
 from feature_extraction_m2mv import M2MVFeatureExtractor
@@ -23,7 +25,8 @@ from m2mv.checkpoints.cards import CardFacts, base_card, write_card
 from m2mv.data.fileio import atomic_directory
 from m2mv.data.taxonomy import load_mv_types
 from m2mv.errors import CheckpointError
-from modeling_m2mv import M2MVAudioEncoder, M2MVForConditionalGeneration, M2MVMultiModalProjector
+from modeling_m2mv import (M2MVAudioEncoder, M2MVForConditionalGeneration, M2MVMultiModalProjector,
+                           build_audio_tower)
 from mv_format_m2mv import STOP_STRING
 from processing_m2mv import DEFAULT_INSTRUCTIONS, M2MVProcessor
 
@@ -197,10 +200,13 @@ def build_generation_config(tokenizer, text_config) -> GenerationConfig:
     return GenerationConfig(**kwargs)
 
 
-def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left", **processor_options) -> M2MVProcessor:
-    """The processor of a new checkpoint: ImageBind's transform, the tokenizer, the taxonomy, the instructions;
-    ``processor_options`` (``chat_template``, ``tokenize_segments``) for an imported checkpoint's own prompt."""
-    return M2MVProcessor(M2MVFeatureExtractor(channel_mode=channel_mode), tokenizer, audio_token=AUDIO_TOKEN,
+def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left", feature_extractor=None,
+                    **processor_options) -> M2MVProcessor:
+    """The processor of a new checkpoint: ImageBind's transform (or ``feature_extractor``, the audio encoder's own),
+    the tokenizer, the taxonomy, the instructions; ``processor_options`` (``chat_template``, ``tokenize_segments``)
+    for an imported checkpoint's own prompt."""
+    feature_extractor = feature_extractor or M2MVFeatureExtractor(channel_mode=channel_mode)
+    return M2MVProcessor(feature_extractor, tokenizer, audio_token=AUDIO_TOKEN,
                          num_audio_tokens=num_audio_tokens, mv_types=load_mv_types(),
                          instructions=dict(DEFAULT_INSTRUCTIONS), stop_string=STOP_STRING, **processor_options)
 
@@ -208,7 +214,7 @@ def build_processor(tokenizer, num_audio_tokens: int, channel_mode: str = "left"
 def assemble_model(
     language_model,
     tokenizer,
-    audio_config: M2MVAudioConfig,
+    audio_config,
     audio_state: dict[str, torch.Tensor] | None,
     num_audio_tokens: int = 1,
     seed: int = 0,
@@ -218,6 +224,9 @@ def assemble_model(
     extra_state: dict[str, torch.Tensor] | None = None,
 ) -> M2MVForConditionalGeneration:
     """Put an LM (``LlamaForCausalLM``), an audio encoder state (or random) and an adaptor together.
+
+    ``audio_config``: an :class:`M2MVAudioConfig` (ImageBind) or a transformers audio encoder's config; its
+    ``audio_state`` has the keys of the tower :func:`build_audio_tower` makes of it.
 
     ``zero_adaptor``: start a fresh adaptor at zero (real LMs); ``False`` keeps a random adaptor (tiny test models,
     where the audio must visibly change the output). ``projector_state``: a trained adaptor's ``weight`` and
@@ -234,7 +243,7 @@ def assemble_model(
     config.auto_map = dict(AUTO_MAP)
     dtype = language_model.get_input_embeddings().weight.dtype
     torch.manual_seed(seed)
-    audio_tower = M2MVAudioEncoder(audio_config)  # random ImageBind-style init unless a state is given
+    audio_tower = build_audio_tower(config)  # the encoder's own random init unless a state is given
     if audio_state is not None:
         audio_tower.load_state_dict(audio_state, strict=True)
     projector = M2MVMultiModalProjector(config)
@@ -333,6 +342,55 @@ def build_checkpoint(
         num_audio_tokens=num_audio_tokens, audio_scale=audio_config.logit_scale)
     card = base_card(name, facts, ZERO_ADAPTOR_NOTE)
     return save_checkpoint(model, build_processor(tokenizer, num_audio_tokens), out_dir, card)
+
+
+def load_audio_encoder(path: str | Path):
+    """``(config, encoder state dict, feature extractor, where the weights come from)`` of a transformers audio
+    model folder (``WhisperForConditionalGeneration``, ``WhisperModel``, an AST or wav2vec2 folder, ...); an
+    encoder-decoder keeps its encoder. Errors name the folder."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not an audio model folder (no config.json)")
+    try:
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        feature_extractor = AutoFeatureExtractor.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: the audio encoder could not be loaded ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0]})") from err
+    if "audio" not in getattr(model, "input_modalities", ()) and model.main_input_name not in (
+            "input_features", "input_values"):
+        raise CheckpointError(f"{path}: a {model.config.model_type!r} model is not an audio encoder")
+    encoder = model.get_encoder() if model.config.is_encoder_decoder else model
+    source_file = path / "SOURCE.txt"
+    source = source_file.read_text().strip() if source_file.is_file() else f"weights from {path.name}"
+    return model.config, encoder.state_dict(), feature_extractor, source
+
+
+def build_audio_encoder_checkpoint(
+    out_dir: str | Path,
+    lm_path: str | Path,
+    audio_encoder_path: str | Path,
+    num_audio_tokens: int = 15,
+    audio_pooling: str = "mean",
+    gguf_file: str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> Path:
+    """A transformers audio encoder folder (Whisper, ...) + a Llama folder -> an m2mv checkpoint whose audio is
+    ``num_audio_tokens`` tokens of the encoder's states pooled over time (15 = one per 2 s of a 30-s clip)."""
+    audio_config, audio_state, feature_extractor, source = load_audio_encoder(audio_encoder_path)
+    tokenizer, language_model = load_language_model(lm_path, gguf_file, dtype)
+    model = assemble_model(language_model, tokenizer, audio_config, audio_state, num_audio_tokens, seed,
+                           config_options={"audio_pooling": audio_pooling})
+    name = Path(out_dir).name
+    model.config.name_or_path = name
+    facts = CardFacts(language_model=f"{Path(lm_path).name}{' / ' + gguf_file if gguf_file else ''}",
+                      audio_encoder=f"{audio_config.model_type} encoder ({source}), frozen, states pooled "
+                                    f"({audio_pooling}) over {num_audio_tokens} equal windows",
+                      num_audio_tokens=num_audio_tokens, audio_encoder_type=audio_config.model_type)
+    card = base_card(name, facts, ZERO_ADAPTOR_NOTE)
+    processor = build_processor(tokenizer, num_audio_tokens, feature_extractor=feature_extractor)
+    return save_checkpoint(model, processor, out_dir, card)
 
 
 def audio_scale_value(name: str) -> float:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, WhisperConfig,
+                          WhisperFeatureExtractor)
 
 from configuration_m2mv import M2MVAudioConfig
 from m2mv.checkpoints.cards import CardFacts, base_card
@@ -18,6 +19,8 @@ from m2mv.checkpoints.convert import AUDIO_TOKEN, assemble_model, audio_scale_va
 TINY_NAME = "m2mv-tiny-random"
 TINY_LM = "tiny random Llama (2 layers, width 64)"
 TINY_ENCODER = "tiny random ImageBind audio architecture (2 layers, width 32)"
+TINY_WHISPER_NAME = "m2mv-tiny-random-whisper"
+TINY_WHISPER_ENCODER = "tiny random Whisper encoder architecture (1 layer, width 32; real 80-mel 30-s input)"
 
 _TINY_CORPUS = """### Human: <Audio></Audio> Genre tags: rock, pop, electronic, jazz, folk, orchestral, ambient.
 MV type: Live Performance. Lyrics understanding: the song is about love, loss, hope and the night.
@@ -59,6 +62,33 @@ def tiny_text_config(vocab_size: int, **overrides) -> LlamaConfig:
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                  bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
     return LlamaConfig(**{**sizes, **overrides})
+
+
+def tiny_whisper_config(**overrides) -> WhisperConfig:
+    """Whisper's encoder at toy width and depth with its real input (80 mel bins x 3000 frames of 30 s)."""
+    sizes = dict(d_model=32, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=64, decoder_layers=1,
+                 decoder_attention_heads=4, decoder_ffn_dim=64, vocab_size=64, max_target_positions=32,
+                 pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    return WhisperConfig(**{**sizes, **overrides})
+
+
+def build_tiny_whisper_checkpoint(out_dir: str | Path, num_audio_tokens: int = 15, seed: int = 0) -> Path:
+    """A tiny random m2mv checkpoint whose audio encoder is a toy Whisper encoder (its states pooled into
+    ``num_audio_tokens`` tokens) with Whisper's own feature extractor; the adaptor is random, as in
+    :func:`build_tiny_checkpoint`."""
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_tokenizer()
+    language_model = LlamaForCausalLM(tiny_text_config(len(tokenizer)))
+    audio_config = tiny_whisper_config()
+    model = assemble_model(language_model, tokenizer, audio_config, None, num_audio_tokens, seed, zero_adaptor=False)
+    model.config.name_or_path = TINY_WHISPER_NAME
+    facts = CardFacts(random_parts=["language model", "audio encoder", "adaptor"], tiny=True,
+                      language_model=TINY_LM, audio_encoder=TINY_WHISPER_ENCODER, num_audio_tokens=num_audio_tokens,
+                      audio_encoder_type="whisper")
+    card = base_card(TINY_WHISPER_NAME, facts, "The adaptor has random weights (so that the audio visibly changes "
+                     "the output).")
+    processor = build_processor(tokenizer, num_audio_tokens, feature_extractor=WhisperFeatureExtractor())
+    return save_checkpoint(model, processor, out_dir, card)
 
 
 def build_tiny_checkpoint(out_dir: str | Path, num_audio_tokens: int = 1, seed: int = 0,

@@ -2,6 +2,8 @@
 
     m2mv convert --imagebind imagebind_huge.pth --lm ./vicuna-7b-v1.5 --out ./m2mv-vicuna-7b
     m2mv convert --lm ./vicuna-7b-v1.5 --out ./m2mv-random-encoder       (audio encoder at random: the card says so)
+    m2mv convert --audio-encoder ./whisper-base --lm ./vicuna-7b-v1.5 --out ./m2mv-whisper   (any transformers
+                                                                          audio encoder; 15 tokens, one per 2 s)
     m2mv convert --tiny --out ./m2mv-tiny-random                          (tiny random, for tests and demos)
     m2mv convert --nextgpt 7b_tiva_v0/pytorch_model.pt --lm ./vicuna-7b-v0 --imagebind imagebind_huge.pth \
         --out ./m2mv-nextgpt-7b-tiva-v0                                   (NExT-GPT's released checkpoint)
@@ -31,8 +33,13 @@ def register(subparsers) -> None:
                                           "--lm is then the Vicuna-7B v0 folder it was trained on")
     parser.add_argument("--deepresonance", help="DeepResonance's delta checkpoint (alpha or beta pytorch_model.pt, or "
                                                 "its folder); --lm is then the Vicuna-7B v0 folder")
-    parser.add_argument("--num-audio-tokens", type=int, choices=(1, 3), help="1 (default): the mean of the clips; "
-                                                                             "3: one token per 2-s clip")
+    parser.add_argument("--audio-encoder", help="a transformers audio model folder (Whisper, ...) instead of "
+                                                "ImageBind: its encoder, frozen, its states pooled over time")
+    parser.add_argument("--num-audio-tokens", type=int,
+                        help="ImageBind: 1 (default, the mean of the clips) or 3 (one token per 2-s clip); "
+                             "--audio-encoder: tokens pooled over time (default 15: one per 2 s of a 30-s clip)")
+    parser.add_argument("--audio-pooling", choices=("mean", "max"), default="mean",
+                        help="how --audio-encoder's states are pooled into each token (default mean)")
     parser.add_argument("--audio-scale", choices=("nextgpt", "imagebind"), default="nextgpt",
                         help="the audio embedding's scale: nextgpt = L2-normalised only, as NExT-GPT (the paper's "
                              "framework) feeds its adaptor (default); imagebind = times 20, Meta's ImageBind output")
@@ -43,6 +50,16 @@ def register(subparsers) -> None:
 
 def check(args) -> None:
     """Refuse conflicting or missing options (before anything loads)."""
+    if args.audio_encoder:
+        given = [flag for flag, value in (("--imagebind", args.imagebind), ("--tiny", args.tiny),
+                                          ("--nextgpt", args.nextgpt), ("--deepresonance", args.deepresonance),
+                                          ("--audio-scale imagebind", args.audio_scale != "nextgpt")) if value]
+        if given:
+            raise UsageError(f"--audio-encoder replaces ImageBind and takes no {', '.join(given)}")
+        if args.num_audio_tokens is not None and args.num_audio_tokens < 1:
+            raise UsageError(f"--num-audio-tokens must be >= 1, got {args.num_audio_tokens}")
+    elif args.num_audio_tokens not in (None, 1, 3):
+        raise UsageError(f"ImageBind gives 1 or 3 audio tokens (--num-audio-tokens), got {args.num_audio_tokens}")
     if args.nextgpt and args.deepresonance:
         raise UsageError("give --nextgpt or --deepresonance, not both")
     framework = "--nextgpt" if args.nextgpt else "--deepresonance" if args.deepresonance else None
@@ -59,7 +76,7 @@ def check(args) -> None:
         if given:
             raise UsageError(f"--tiny writes a tiny random checkpoint and takes no {', '.join(given)}")
     elif not args.lm:
-        raise UsageError("give --lm (and optionally --imagebind), or --tiny")
+        raise UsageError("give --lm (and optionally --imagebind or --audio-encoder), or --tiny")
     if args.gguf_file and not args.lm:
         raise UsageError("--gguf-file names a file inside --lm")
 
@@ -67,7 +84,7 @@ def check(args) -> None:
 def run(args, extra=()) -> int:
     import torch
 
-    from m2mv.checkpoints.convert import build_checkpoint
+    from m2mv.checkpoints.convert import build_audio_encoder_checkpoint, build_checkpoint
     from m2mv.checkpoints.nextgpt import DEEPRESONANCE, NEXTGPT, build_framework_checkpoint
     from m2mv.checkpoints.tiny import build_tiny_checkpoint
 
@@ -77,6 +94,9 @@ def run(args, extra=()) -> int:
     if args.nextgpt or args.deepresonance:
         framework, delta = (NEXTGPT, args.nextgpt) if args.nextgpt else (DEEPRESONANCE, args.deepresonance)
         path = build_framework_checkpoint(framework, args.out, delta, args.lm, args.imagebind, dtype)
+    elif args.audio_encoder:
+        path = build_audio_encoder_checkpoint(args.out, args.lm, args.audio_encoder, args.num_audio_tokens or 15,
+                                              args.audio_pooling, args.gguf_file, dtype, args.seed)
     elif args.tiny:
         path = build_tiny_checkpoint(args.out, tokens, args.seed, args.audio_scale)
     else:

@@ -1,9 +1,10 @@
 """Precomputed embeddings of the frozen audio encoder, beside a built dataset: compute, locate, validate.
 
-``DATASET_ROOT/embeddings/<encoder_hash[:16]>.parquet`` holds one row per song id with its per-clip encoder
-embeddings (3 x 1024 for ImageBind), tagged with the sha256 of the encoder's weights. Training and evaluation use
-them when the hash matches their model's encoder and refuse stale ones. Running the 86M-parameter encoder over 3
-clips for every sample at every step is what makes naive training slow.
+``DATASET_ROOT/embeddings/<encoder_hash[:16]>.parquet`` holds one row per song id with its encoder output before
+the adaptor (ImageBind: its per-clip embeddings, 3 x 1024; a time-axis encoder: its pooled states, e.g. 15 x 512 for
+Whisper-base), tagged with the sha256 of the encoder's weights. Training and evaluation use them when the hash
+matches their model's encoder and refuse stale ones. Running the 86M-parameter encoder over 3 clips for every sample
+at every step is what makes naive training slow.
 
 Write them with ``m2mv embed --model CHECKPOINT --dataset DATASET_ROOT`` (or :func:`compute_embeddings`).
 """
@@ -29,14 +30,54 @@ EMBEDDINGS_DIR = "embeddings"
 RECOMPUTE = "recompute them (m2mv embed --model MODEL --dataset DATASET) or set audio_embeds: off"
 
 
+def audio_embeds_shape(config) -> tuple[int, int]:
+    """(tokens, width) of one audio's encoder output before the adaptor. Checkpoints written before m2mv 0.5 run
+    remote code without ``audio_embeds_shape``: their encoder is ImageBind's (clips x output_dim)."""
+    shape = getattr(config, "audio_embeds_shape", None)
+    audio = config.audio_config
+    return tuple(shape) if shape is not None else (audio.clips_per_audio, audio.output_dim)
+
+
+def uses_imagebind(config) -> bool:
+    return bool(getattr(config, "uses_imagebind", True))
+
+
+def encode_audio(model, features: torch.Tensor) -> torch.Tensor:
+    """The encoder's output before the adaptor, (batch, tokens, width) (see ``encode_audio`` of the model); for
+    the remote code of checkpoints before m2mv 0.5, its ImageBind tower's per-clip embeddings."""
+    if hasattr(model, "encode_audio"):
+        return model.encode_audio(features).pooler_output
+    param = next(model.audio_tower.parameters())
+    return model.audio_tower(features.to(param.device, param.dtype)).pooler_output
+
+
+def zero_audio_features(model) -> torch.Tensor:
+    """All-zero encoder inputs for one audio (older remote code: ImageBind's clip spectrograms)."""
+    if hasattr(model, "zero_audio_features"):
+        return model.zero_audio_features(1)
+    audio = model.config.audio_config
+    return torch.zeros(1, audio.clips_per_audio, audio.num_mel_bins, audio.target_length)
+
+
+def audio_features(processor, audio) -> torch.Tensor:
+    """The processor's encoder inputs for a batch of audio values (older remote code: its feature extractor's)."""
+    if hasattr(processor, "audio_features"):
+        return torch.from_numpy(np.asarray(processor.audio_features(audio)))
+    return processor.feature_extractor(audio, return_tensors="pt")["input_features"]
+
+
 def encoder_hash(model) -> str:
     """sha256 over the audio encoder's parameter names, shapes and float32 bytes (dtype-independent: bf16 rounding
     changes it, loading the same weights in another dtype and back does not), and its output scale when it is not
     Meta's 20 (so the hashes of checkpoints written before the scale was a choice stay what they were)."""
     digest = hashlib.sha256()
-    scale = float(model.audio_tower.config.logit_scale)
-    if scale != 20.0:
-        digest.update(f"logit_scale={scale!r}".encode())
+    if uses_imagebind(model.config):
+        scale = float(model.audio_tower.config.logit_scale)
+        if scale != 20.0:
+            digest.update(f"logit_scale={scale!r}".encode())
+    else:  # a time-axis encoder's embeddings are its states pooled: the pooling is part of what they are
+        digest.update(f"{model.config.audio_config.model_type}:{model.config.num_audio_tokens}:"
+                      f"{model.config.audio_pooling}".encode())
     for name, tensor in sorted(model.audio_tower.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
@@ -71,10 +112,9 @@ def compute_embeddings(model, processor, dataset_root: str | Path, batch_size: i
     rows = []
     for start in tqdm(range(0, len(ids), batch_size), desc="encoding audio", unit="batch", disable=not progress):
         batch_ids = ids[start: start + batch_size]
-        features = processor.feature_extractor([songs[i] for i in batch_ids], return_tensors="pt")
-        param = next(model.audio_tower.parameters())
+        features = audio_features(processor, [songs[i] for i in batch_ids])
         with torch.no_grad():
-            clips = model.audio_tower(features["input_features"].to(param.device, param.dtype)).pooler_output
+            clips = encode_audio(model, features)
         rows.extend({"song_id": i, "audio_embeds": e.tolist(), "encoder_hash": hash_hex}
                     for i, e in zip(batch_ids, clips.float().cpu().numpy()))
     schema = pa.schema([("song_id", pa.string()), ("audio_embeds", pa.list_(pa.list_(pa.float32()))),
@@ -128,11 +168,11 @@ class AudioEmbedsTable(Mapping):
             raise StaleEmbeddingsError(
                 f"precomputed audio embeddings in {self.path} are stale: they were made by audio encoder {found}, "
                 f"the model's encoder is {expected[:16]}; {RECOMPUTE}")
-        config = model.config.audio_config
+        expected_shape = audio_embeds_shape(model.config)
         shape = tuple(np.asarray(self.table[0]["audio_embeds"]).shape)
-        if shape != (config.clips_per_audio, config.output_dim):
+        if shape != expected_shape:
             raise StaleEmbeddingsError(f"{self.path}: embeddings have shape {shape}, the model expects "
-                                       f"{(config.clips_per_audio, config.output_dim)}")
+                                       f"{expected_shape}")
         missing = sorted({s for s in song_ids if s not in self.index})
         if missing:
             raise StaleEmbeddingsError(

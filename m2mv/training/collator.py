@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m2mv.data.embeddings import AudioEmbedsTable, load_embeddings
+from m2mv.data.embeddings import AudioEmbedsTable, encode_audio, load_embeddings, zero_audio_features
 from m2mv.data.loading import dataset_root
 from m2mv.data.schema import CONDITIONING_COLUMNS, MV_DESCRIPTION, TARGET_COLUMN, TASK, conditioning, frame_spans
 from m2mv.errors import TrainingError
@@ -76,14 +76,11 @@ class M2MVDataCollator:
 
 
 def zero_audio_embeddings(model) -> np.ndarray:
-    """The model's own per-clip encoder output for all-zero features (what zeroed audio gives)."""
-    config = model.config.audio_config
-    param = next(model.audio_tower.parameters())
-    features = torch.zeros(1, config.clips_per_audio, config.num_mel_bins, config.target_length)
+    """The model's own encoder output (before the adaptor) for all-zero features (what zeroed audio gives)."""
     was_training = model.audio_tower.training
     model.audio_tower.eval()
     with torch.no_grad():
-        zero = model.audio_tower(features.to(param.device, param.dtype)).pooler_output[0]
+        zero = encode_audio(model, zero_audio_features(model))[0]
     model.audio_tower.train(was_training)
     return zero.float().cpu().numpy()
 
