@@ -382,13 +382,12 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
         """(channels, n, samples) mean-removed clips -> (n, samples) mono, by ``channel_mode``."""
         return clips[0] if self.channel_mode == "left" else clips.mean(axis=0)
 
-    def _validate(self, waveform: Any, name: str) -> np.ndarray:
-        """Return ``waveform`` as float32 (channels, samples); raise AudioInputError naming ``name``."""
-        return validate_waveform(waveform, name)
-
     def extract_one(self, waveform: np.ndarray, sampling_rate: int, name: str = "audio") -> np.ndarray:
         """One (channels, samples) waveform -> (clips, mel, frames) normalised features."""
-        waveform = self._validate(waveform, name)
+        return self._extract_checked(validate_waveform(waveform, name), sampling_rate, name)
+
+    def _extract_checked(self, waveform: np.ndarray, sampling_rate: int, name: str) -> np.ndarray:
+        """:meth:`extract_one` of a waveform :func:`validate_waveform` has already checked (no second scan)."""
         if sampling_rate != self.sampling_rate:
             waveform = resample(waveform, sampling_rate, self.sampling_rate)
         num_samples = waveform.shape[1]
@@ -424,7 +423,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
                 wrong rate would silently give wrong features); ignored for files and dicts, whose own rate is read.
             return_tensors: ``"pt"`` or ``"np"``.
         """
-        features = [self.extract_one(waveform, rate, name=name)
+        features = [self._extract_checked(waveform, rate, name)
                     for waveform, rate, name in iter_waveforms(raw_speech, sampling_rate, self.sampling_rate)]
         return BatchFeature({"input_features": np.stack(features)}, tensor_type=return_tensors)
 
