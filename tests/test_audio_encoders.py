@@ -295,7 +295,7 @@ def test_precomputed_embeddings_and_training_with_a_whisper_encoder(tiny_whisper
     table = load_embeddings(data, model)
     assert len(table) == 6 and table[sorted(table)[0]].shape == (15, 32)
     assert zero_audio_embeddings(model).shape == (15, 32)
-    other = M2MVForConditionalGeneration_with_tokens(tiny_whisper_checkpoint, 5)
+    other = whisper_model_with_tokens(tiny_whisper_checkpoint, 5)
     assert encoder_hash(other) != encoder_hash(model)  # the same weights, pooled otherwise: other embeddings
     assert isinstance(other.config, M2MVConfig)
     trainer = train_sft.main(*parse_args([
@@ -305,7 +305,7 @@ def test_precomputed_embeddings_and_training_with_a_whisper_encoder(tiny_whisper
     assert (tmp_path / "stage1" / "model.safetensors").is_file()
 
 
-def M2MVForConditionalGeneration_with_tokens(checkpoint: Path, tokens: int):
+def whisper_model_with_tokens(checkpoint: Path, tokens: int):
     """The checkpoint's model with another token count (the projector does not depend on it)."""
     from modeling_m2mv import M2MVForConditionalGeneration
 
