@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from feature_extraction_m2mv import SILENCE_PEAK
 from m2mv.beats import ALIGN_MODES, NoBeatsError, beat_frame_boundaries
 from m2mv.checkpoints.loading import load_checkpoint, resolve_checkpoint
+from m2mv.data.embeddings import zero_audio_features
 from m2mv.data.fileio import append_jsonl, read_jsonl
 from m2mv.data.lrc import LyricLine, check_within, lines_between
 from m2mv.data.schema import conditioning
@@ -184,18 +185,22 @@ def frame_grammars(model, processor, frames: Sequence[Sequence[tuple[float, floa
 
 
 def _generate(model, processor, prompts: list[str], audio: list[dict], generate_kwargs: dict,
-              seed: int | None, frames: list | None = None) -> list[str | Exception]:
+              seed: int | None, frames: list | None = None, zero_audio: bool = False) -> list[str | Exception]:
     """One ``generate`` call for the batch; a batch whose audio fails is redone one by one so that one bad file
     fails one request. Returns the answer texts, or the audio error of a request. ``frames``: each row's answer is
-    constrained to a description with exactly these frames (:func:`frame_grammars`)."""
+    constrained to a description with exactly these frames (:func:`frame_grammars`). ``zero_audio``: the encoder
+    gets all-zero features instead of the audio's (the benchmark's control row)."""
     try:
         inputs = processor(text=prompts, audio=audio)
     except ValueError as err:  # bad audio: too short for one analysis window, NaN ...
         if len(prompts) == 1:
             return [err]
         return [_generate(model, processor, [p], [a], generate_kwargs, None if seed is None else seed + k,
-                          None if frames is None else [frames[k]])[0]
+                          None if frames is None else [frames[k]], zero_audio)[0]
                 for k, (p, a) in enumerate(zip(prompts, audio))]
+    if zero_audio:
+        features = inputs["input_features"]
+        inputs["input_features"] = zero_audio_features(model).to(features.dtype).expand(features.shape).contiguous()
     inputs = inputs.to(model.device)
     if seed is not None:
         torch.manual_seed(seed)
@@ -222,6 +227,7 @@ def describe_batch(
     seed: int | None = None,
     beat_fallback: bool = False,
     constrained: bool = False,
+    zero_audio: bool = False,
 ) -> list[DescribeResult]:
     """Describe a batch of songs with one ``generate`` call; one :class:`DescribeResult` per request, in order.
 
@@ -236,13 +242,15 @@ def describe_batch(
             else the audio's 2-s grid): the program writes the headers and every timestamp, the model the overview
             and the frame texts (llguidance, the ``pipeline`` extra), so every answer parses with those frames.
             False: free generation, the paper's setting.
+        zero_audio: give the encoder all-zero features instead of each song's (what training's ``zero_audio``
+            gives): the control that shows how much of an answer comes from the music.
     """
     prepared = [_prepare(processor, request, align, beat_fallback, constrained) for request in requests]
     ready = [(result, decoded, prompt) for result, decoded, prompt in prepared if prompt is not None]
     if ready:
         frames = [result.constrained_frames for result, _, _ in ready] if constrained else None
         answers = _generate(model, processor, [p for _, _, p in ready], [d for _, d, _ in ready],
-                            dict(generate_kwargs or {}), seed, frames)
+                            dict(generate_kwargs or {}), seed, frames, zero_audio)
         for (result, _, _), answer in zip(ready, answers):
             if isinstance(answer, Exception):
                 result.error, result.error_kind = str(answer), "audio"

@@ -168,10 +168,35 @@ def test_ablation_one_command_one_table(checkpoint, dataset_dir, tmp_path, capsy
     assert genre[0]["conditioning"] == {"genre_tags": ["chiptune", "electronic"]} and genre[1]["conditioning"] == {}
     assert lyrics[0]["conditioning"] == {} and set(lyrics[1]["conditioning"]) == {"lyrics_understanding"}
     assert len(music_only) == 3  # --limit
+    # The control: the music-only prompt with the audio zeroed gives every row the same greedy answer.
+    zeroed = read_predictions(tmp_path / "abl" / "predictions-zeroed_audio.jsonl")
+    assert all(r["conditioning"] == {} for r in zeroed.values()) and len(zeroed) == 3
+    assert len({r["prediction"] for r in zeroed.values()}) == 1
     from huggingface_hub import ModelCard
 
     configs = {r.metric_config for r in ModelCard.load(checkpoint / "README.md").data.eval_results}
     assert configs == set(ABLATION)
+
+
+def test_zero_audio_gives_the_encoder_zeros(checkpoint, dataset_dir):
+    """describe_batch(zero_audio=True), the benchmark's control row, feeds the encoder all-zero features of the
+    audio's shape (what training's ``zero_audio`` gives); without it the encoder gets the audio's."""
+    from m2mv.checkpoints.loading import load_checkpoint
+    from m2mv.inference import DescribeRequest, describe_batch
+
+    model, processor = load_checkpoint(checkpoint)
+    seen = []
+    hook = model.audio_tower.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    rows = load_any_split(dataset_dir, MV_DESCRIPTION, "test")
+    requests = [DescribeRequest(audio=rows[i]["audio"], name=f"row {i}") for i in range(2)]
+    try:
+        describe_batch(model, processor, requests, {"do_sample": False, "max_new_tokens": 2}, zero_audio=True)
+        describe_batch(model, processor, requests, {"do_sample": False, "max_new_tokens": 2})
+    finally:
+        hook.remove()
+    zero_in, real_in = seen[0], seen[-1]
+    assert zero_in.shape == real_in.shape and zero_in.shape[0] == 2
+    assert not zero_in.any() and real_in.abs().sum() > 0
 
 
 def test_changed_settings_are_refused_unless_overwrite(checkpoint, dataset_dir, tmp_path):

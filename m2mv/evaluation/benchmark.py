@@ -20,7 +20,9 @@ or :func:`run_benchmark`. Steps:
    (``model-index`` of ``README.md``, through ``huggingface_hub.ModelCard``; nothing is pushed).
 
 ``--ablation`` runs the paper's input ablation in the same command: music only (no conditioning), + genre tags,
-+ MV type, + lyrics understanding, and all inputs, as one table.
++ MV type, + lyrics understanding, and all inputs, as one table, after a control row: music only with the audio
+zeroed (``zeroed_audio``; the encoder sees all-zero features): a model that uses the music scores lower there than
+on "music only".
 
 ``--align beats`` detects each row's beats (``m2mv/beats.py``, librosa), lists the beat-aligned frames in the prompt
 (as ``m2mv describe --align beats`` does) and scores "on beat" against the detected beats. Its outputs are kept
@@ -50,8 +52,8 @@ from m2mv.data.fileio import append_jsonl, atomic_write_json, atomic_write_text,
 from m2mv.data.loading import load_split
 from m2mv.data.schema import MV_DESCRIPTION, TARGET_COLUMN, conditioning
 from m2mv.checkpoints.nextgpt import NEXTGPT, use_framework_prompt
-from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, PROMPTS, results_file_name, run_key, run_label,
-                                        split_key)
+from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, PROMPTS, ZEROED_AUDIO, results_file_name,
+                                        run_key, run_label, split_key)
 from m2mv.errors import BenchmarkError, CheckpointError, DatasetError, UsageError
 from m2mv.inference import DescribeRequest, check_align, check_requests, describe_batch
 
@@ -217,7 +219,8 @@ def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwa
             batch = [ds[i] for i in indices]
             requests = [_request(i, row, columns) for i, row in zip(indices, batch)]
             results = describe_batch(model, processor, requests, gen_kwargs, align=align, seed=seed + indices[0],
-                                     beat_fallback=True, constrained=constrained)
+                                     beat_fallback=True, constrained=constrained,
+                                     zero_audio=condition == ZEROED_AUDIO)
             append_jsonl(path, [_record(i, row, condition, request, result)
                                 for i, row, request, result in zip(indices, batch, requests, results)])
             bar.update(len(indices))
@@ -428,7 +431,7 @@ def run_benchmark(
     """Run a checkpoint over a dataset split, score it, print and save the table; see the module docstring.
 
     Args:
-        conditions: input conditions to run (keys of :data:`ABLATION`); default ``["all"]``, or all five with
+        conditions: input conditions to run (keys of :data:`ABLATION`); default ``["all"]``, or all six with
             ``ablation=True``.
         align: ``"fixed"`` (2-s frames, the plain prompt) or ``"beats"`` (each row's detected beat-aligned frames
             listed in the prompt; "on beat" scored against those beats). Results are keyed by :func:`run_key`.

@@ -10,8 +10,12 @@ from m2mv.data.schema import CONDITIONING_COLUMNS
 
 RESULTS_FILE = "results.json"
 
-# The paper's input ablation: condition key -> (label, conditioning columns given to the prompt).
+# The paper's input ablation, after a control row: condition key -> (label, conditioning columns given to the
+# prompt). The control, ``zeroed_audio``, is music only with the audio zeroed (the model sees its encoder's output
+# for all-zero features, as training's ``zero_audio`` gives): a model that uses the music scores above it.
+ZEROED_AUDIO = "zeroed_audio"
 ABLATION: dict[str, tuple[str, tuple[str, ...]]] = {
+    ZEROED_AUDIO: ("zeroed audio (no music)", ()),
     "music_only": ("music only", ()),
     "genre": ("+ genre tags", ("genre_tags",)),
     "mv_type": ("+ MV type", ("mv_type",)),
