@@ -5,9 +5,11 @@
 
 Each seed trains stage 1 (``demo/stage1``) from ``--model`` and stage 2 (``demo/stage2``) from that stage 1, once
 with the audio and once with ``--zero_audio true`` (m2mv/training/audio_use.py), and prints the final held-out
-(validation) losses: the mean and spread over the seeds of each condition, the gap, and whether every run with the
-audio ends below every zeroed one by more than the spread. Without ``--dataset`` it builds the demo dataset (the
-demo's corpus and 60/20/20 split) in the work folder and precomputes the model's encoder embeddings.
+(validation) losses: the mean and spread over the seeds of each condition, the gap per seed, and both tests of
+``m2mv.training.audio_use.summarize``: paired (with every seed the audio run ends below the zeroed run of the same
+seed, by more than the gaps vary) and unpaired (every audio run below every zeroed one, by more than the seeds'
+spread). Without ``--dataset`` it builds the demo dataset (the demo's corpus and 60/20/20 split) in the work folder
+and precomputes the model's encoder embeddings.
 
 Several minutes per run on 2 CPU cores (stage 2 is the long one); runs already in ``--work`` are reused.
 """
