@@ -252,8 +252,10 @@ def describe_batch(
         answers = _generate(model, processor, [p for _, _, p in ready], [d for _, d, _ in ready],
                             dict(generate_kwargs or {}), seed, frames, zero_audio)
         for (result, _, _), answer in zip(ready, answers):
-            if isinstance(answer, Exception):
-                result.error, result.error_kind = str(answer), "audio"
+            if isinstance(answer, Exception):  # the features' error, which may not name the audio
+                message = str(answer)
+                result.error = message if result.name in message else f"{result.name}: {message}"
+                result.error_kind = "audio"
             else:
                 _parse(processor, result, answer)
     return [result for result, _, _ in prepared]
@@ -400,6 +402,8 @@ def describe_files(
     window_seconds: float | None = None,
     lrc: Sequence[LyricLine] | None = None,
     constrained: bool = False,
+    checkpoint: tuple | None = None,
+    streamer=None,
 ) -> list[dict]:
     """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``).
 
@@ -420,6 +424,11 @@ def describe_files(
     (:func:`m2mv.data.timeline.stitch_sections`). ``lrc``: time-synced lyrics (:mod:`m2mv.data.lrc`); each window's
     lyrics understanding is written from the lines sung inside it, and its section lists them.
     ``constrained``: every answer held to exactly the requested frames (see :func:`describe_batch`).
+
+    ``checkpoint``: ``(model, processor)`` already loaded from ``model_dir`` (the web app loads once and serves many
+    requests); None loads it here. ``streamer``: a transformers streamer (``TextIteratorStreamer``) that gets the
+    text as it is generated when a batch is one request (a clip); a batch of several requests (several files, a song
+    in windows) is not streamed, since transformers' streamers take one row.
     """
     check_align(align)
     if constrained:
@@ -438,7 +447,7 @@ def describe_files(
             print("note: the lyrics hold no words to understand (empty or instrumental): no lyrics understanding",
                   file=sys.stderr)
     model_dir = resolve_checkpoint(model_dir)
-    model, processor = load_checkpoint(model_dir)
+    model, processor = checkpoint if checkpoint is not None else load_checkpoint(model_dir)
     given = {"genre_tags": genre_tags, "mv_type": mv_type, "lyrics_understanding": lyrics_understanding}
     check_requests(processor, [conditioning(given)], align, model_dir)
     settings = json.loads(json.dumps({
@@ -483,7 +492,8 @@ def describe_files(
                       f"{len(plans[i].windows)} window(s) of about {window_seconds:g} s (the model's clip)",
                       file=sys.stderr)
         requests = [request for plan in plans.values() for request in plan.requests]
-        described = iter(describe_batch(model, processor, requests, generate_kwargs, align=align,
+        streamed = {"streamer": streamer} if streamer is not None and len(requests) == 1 else {}
+        described = iter(describe_batch(model, processor, requests, {**generate_kwargs, **streamed}, align=align,
                                         constrained=constrained))
         for i, plan in plans.items():
             song = [next(described) for _ in plan.requests]

@@ -128,14 +128,11 @@ def _song_text(result: dict) -> str:
 
 def _read_lyrics(path: str | None):
     """``(plain lyrics, LRC lines)`` of ``--lyrics``: an ``.lrc`` file, or text that reads as LRC, is LRC."""
-    from m2mv.data.lrc import looks_like_lrc, parse_lrc
+    from m2mv.data.lrc import plain_or_lrc
 
-    text = _read_text("--lyrics", path)
-    if text is None:
+    if _read_text("--lyrics", path) is None:
         return None, None
-    if Path(path).suffix.lower() == ".lrc" or looks_like_lrc(text):
-        return None, parse_lrc(Path(path).read_text(encoding="utf-8-sig"), str(path))  # unstripped: line numbers
-    return text, None
+    return plain_or_lrc(Path(path).read_text(encoding="utf-8-sig"), str(path))  # unstripped: LRC line numbers
 
 
 def _export_stems(files: list, export_dir: Path) -> dict[str, Path]:

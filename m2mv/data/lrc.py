@@ -83,6 +83,14 @@ def parse_lrc(text: str, name: str = "lyrics.lrc") -> list[LyricLine]:
     return sorted((line for line in lines if line.text), key=lambda line: (line.time, line.line_number))
 
 
+def plain_or_lrc(text: str, name: str) -> tuple[str | None, list[LyricLine] | None]:
+    """``(plain lyrics, None)`` or ``(None, LRC lines)`` of the lyrics a user gave: text named ``*.lrc``, or text that
+    reads as LRC, is LRC (``name`` names it in errors); plain lyrics come back stripped."""
+    if str(name).lower().endswith(".lrc") or looks_like_lrc(text):
+        return None, parse_lrc(text, str(name))
+    return text.strip(), None
+
+
 def read_lrc(path: str | Path) -> list[LyricLine]:
     """:func:`parse_lrc` of a file (UTF-8)."""
     path = Path(path)
