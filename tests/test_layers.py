@@ -23,6 +23,7 @@ ALLOWED = {
     "evaluation": {"remote code", "data", "checkpoints", "inference", "evaluation"},
     "demo": {"remote code", "data", "pipeline", "dataset builders", "checkpoints", "inference", "training",
              "evaluation", "demo"},
+    "app": {"remote code", "data", "pipeline", "checkpoints", "inference", "app"},
     "cli": set(),  # everything below it; nothing imports it
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"} | {"cli"}
@@ -37,7 +38,7 @@ def group(module: str) -> str | None:
         return "dataset builders"
     if module in ("m2mv", "m2mv.errors", "m2mv.beats", "m2mv.configs") or module.startswith("m2mv.data"):
         return "data"
-    for name in ("pipeline", "checkpoints", "inference", "training", "evaluation", "demo", "cli"):
+    for name in ("pipeline", "checkpoints", "inference", "training", "evaluation", "demo", "app", "cli"):
         if module == f"m2mv.{name}" or module.startswith(f"m2mv.{name}."):
             return name
     if module == "m2mv.__main__":

@@ -12,11 +12,11 @@ import argparse
 import sys
 import traceback
 
-from m2mv.cli import (benchmark, configs, convert, demo, demo_videos, describe, embed, lengths, pipeline,
+from m2mv.cli import (app, benchmark, configs, convert, demo, demo_videos, describe, embed, lengths, pipeline,
                       tiny_checkpoint, toy_dataset, train)
 from m2mv.errors import M2MVError
 
-COMMANDS = (describe, benchmark, demo, train, convert, pipeline, demo_videos, embed, lengths, toy_dataset,
+COMMANDS = (describe, app, benchmark, demo, train, convert, pipeline, demo_videos, embed, lengths, toy_dataset,
             tiny_checkpoint, configs)
 PROG_DESCRIPTION = "m2mv: music in, a music-video description out."
 
