@@ -28,15 +28,13 @@ sys.path.insert(0, str(REPO))
 
 def demo_dataset(work: Path, model_dir: Path) -> Path:
     """The demo's dataset in ``work`` with ``model_dir``'s encoder embeddings precomputed."""
-    from dataset_scripts.demo_corpus import build_demo_corpus
-    from dataset_scripts.demo_dataset import build_demo_dataset
+    from dataset_scripts.demo_dataset import build_demo_data
     from m2mv.checkpoints.loading import load_checkpoint
     from m2mv.data.embeddings import compute_embeddings
 
     dataset = work / "dataset"
     if not (dataset / "README.md").is_file():
-        manifest = build_demo_corpus(work / "corpus", subset="small", progress=False)
-        build_demo_dataset(manifest.parent, dataset, ratios=(0.6, 0.2, 0.2), progress=False)
+        build_demo_data(work)
     compute_embeddings(*load_checkpoint(model_dir), dataset, progress=False)
     return dataset
 

@@ -158,6 +158,24 @@ def rows_for(record: dict, corpus_dir: Path) -> tuple[dict, dict]:
     return caption, mv
 
 
+# The demo's split: 60/20/20 so that its test split has a handful of clips to score (the library default is 80/10/10)
+DEMO_SPLIT = (0.6, 0.2, 0.2)
+
+
+def build_demo_data(out_dir: str | Path, max_tracks_per_source: int | None = None,
+                    progress: bool = False) -> tuple[Path, BuildReport]:
+    """The demo's data as ``m2mv demo`` builds it: the small demo corpus in ``out_dir/corpus`` (renders cached
+    under ~/.cache/m2mv) and its dataset in ``out_dir/dataset``, split :data:`DEMO_SPLIT`. Returns ``(dataset
+    folder, report)``."""
+    from dataset_scripts.demo_corpus import build_demo_corpus
+
+    out_dir = Path(out_dir)
+    manifest = build_demo_corpus(out_dir / "corpus", subset="small", max_tracks_per_source=max_tracks_per_source,
+                                 progress=progress)
+    report = build_demo_dataset(manifest.parent, out_dir / "dataset", ratios=DEMO_SPLIT, progress=progress)
+    return out_dir / "dataset", report
+
+
 def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: str = "song",
                        ratios=DEFAULT_RATIOS, seed: int = DEFAULT_SEED, progress: bool = True) -> BuildReport:
     """Write both configs (Parquet + card) for a built demo corpus."""

@@ -25,8 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from dataset_scripts.demo_corpus import build_demo_corpus
-from dataset_scripts.demo_dataset import build_demo_dataset
+from dataset_scripts.demo_dataset import build_demo_data
 from m2mv.checkpoints.loading import demo_checkpoint, load_checkpoint
 from m2mv.data.embeddings import compute_embeddings
 from m2mv.data.fileio import atomic_write_json
@@ -60,12 +59,9 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
     paths: dict[str, str] = {}
 
     t = _step("1/5 demo corpus (real music from Debian packages) and its dataset")
-    manifest = build_demo_corpus(out / "corpus", subset="small", max_tracks_per_source=4 if quick else None,
-                                 progress=False)
-    # 60/20/20 so that the demo's test split has a handful of clips to score (the library default is 80/10/10)
-    report = build_demo_dataset(manifest.parent, out / "dataset", ratios=(0.6, 0.2, 0.2), progress=False)
+    dataset, report = build_demo_data(out, max_tracks_per_source=4 if quick else None)
     print(report.summary())
-    paths.update(corpus=str(manifest.parent), dataset=str(out / "dataset"))
+    paths.update(corpus=str(out / "corpus"), dataset=str(dataset))
     print(f"({time.time() - t:.0f} s)")
 
     t = _step("2/5 demo checkpoint (real SmolLM2-135M + real Whisper-base encoder, frozen) and embeddings")
@@ -94,7 +90,7 @@ def run_demo(out_dir: str | Path = "demo-output", quick: bool = False) -> dict:
     print(f"({time.time() - t:.0f} s)")
 
     t = _step("5/5 describe one demo clip")
-    clip = sorted((manifest.parent / "clips").glob("*.flac"))[0]
+    clip = sorted((out / "corpus" / "clips").glob("*.flac"))[0]
     described = describe_files([clip], stage2, max_new_tokens=96 if quick else None)[0]  # None: the paper's 512
     print(described.get("text") or described.get("error"))
     atomic_write_json(out / "description.json", described, indent=2)

@@ -29,15 +29,12 @@ def test_summary_pairs_runs_by_seed_and_reports_the_unpaired_test_beside_it():
 
 @pytest.mark.slow
 def test_the_demo_model_uses_the_music_in_both_stages(tmp_path):
-    from dataset_scripts.demo_corpus import build_demo_corpus
-    from dataset_scripts.demo_dataset import build_demo_dataset
+    from dataset_scripts.demo_dataset import build_demo_data
     from m2mv.checkpoints.loading import demo_checkpoint, load_checkpoint
     from m2mv.data.embeddings import compute_embeddings
     from m2mv.training.audio_use import audio_use
 
-    manifest = build_demo_corpus(tmp_path / "corpus", subset="small", progress=False)  # cached under ~/.cache/m2mv
-    dataset = tmp_path / "dataset"
-    build_demo_dataset(manifest.parent, dataset, ratios=(0.6, 0.2, 0.2), progress=False)  # the demo's split
+    dataset, _ = build_demo_data(tmp_path)  # the demo's corpus (cached under ~/.cache/m2mv), dataset and split
     base = demo_checkpoint()  # SmolLM2-135M-Instruct + the real Whisper-base encoder, frozen
     compute_embeddings(*load_checkpoint(base), dataset, progress=False)
     losses = audio_use(base, dataset, tmp_path / "runs", seeds=(0, 1), stages=(1, 2), options=STAGE_OPTIONS)

@@ -642,12 +642,9 @@ def test_each_stage_lowers_held_out_loss_on_the_demo_corpus(tmp_path):
     does not help on held-out songs (docs/training.md, benchmarks/encoder_probe.py). The audio-use proofs are the
     toy data's, above, and on this corpus the real Whisper-base demo model's (tests/test_audio_use.py).
     """
-    from dataset_scripts.demo_corpus import build_demo_corpus
-    from dataset_scripts.demo_dataset import build_demo_dataset
+    from dataset_scripts.demo_dataset import build_demo_data
 
-    manifest = build_demo_corpus(tmp_path / "corpus", subset="small", progress=False)  # cached under ~/.cache/m2mv
-    data = tmp_path / "dataset"
-    build_demo_dataset(manifest.parent, data, ratios=(0.6, 0.2, 0.2), progress=False)
+    data, _ = build_demo_data(tmp_path)  # the demo's corpus (cached under ~/.cache/m2mv), dataset and split
     checkpoint = build_text_pretrained_tiny_checkpoint(tmp_path / "m2mv-tiny-textlm", data, steps=120)
     precompute_audio_embeds(checkpoint, data)
     figures = two_stages_real_and_zeroed_audio(tmp_path, data, checkpoint, stage1_epochs=10, stage2_epochs=4,

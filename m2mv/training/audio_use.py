@@ -22,7 +22,7 @@ from m2mv.errors import TrainingError
 CONDITIONS = ("audio", "zeroed")
 
 
-def final_eval_loss(run_dir: Path) -> tuple[float, float]:
+def held_out_losses(run_dir: Path) -> tuple[float, float]:
     """``(held-out loss before, after)`` from a trained stage's ``m2mv_training.json``."""
     results = json.loads((run_dir / "m2mv_training.json").read_text(encoding="utf-8"))["results"]
     if results["final_eval_loss"] is None:
@@ -40,7 +40,7 @@ def train_stage(config: str, base: Path, dataset: Path, out: Path, seed: int, ze
         if zeroed:
             command += ["--zero_audio", "true"]
         subprocess.run(command, check=True)
-    return final_eval_loss(out)
+    return held_out_losses(out)
 
 
 def audio_use(base: str | Path, dataset: str | Path, work: str | Path, seeds: Sequence[int] = (0, 1),
