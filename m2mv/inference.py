@@ -405,7 +405,8 @@ def describe_files(
     checkpoint: tuple | None = None,
     streamer=None,
 ) -> list[dict]:
-    """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``).
+    """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``), and ``warnings``
+    when a file decodes shorter than its header says or is silent (each also printed on stderr).
 
     ``lyrics``: the song's lyrics themselves; the lyrics understanding of the prompt is then written from them by
     ``lyrics_chat`` (:func:`lyrics_chat_model`; the pipeline's own step, :mod:`m2mv.pipeline.lyrics`). Give either
@@ -498,6 +499,8 @@ def describe_files(
         for i, plan in plans.items():
             song = [next(described) for _ in plan.requests]
             results[i] = _result_dict(paths[i], song[0]) if plan.whole_clip else _song_dict(plan, song)
+            if plan.warnings:
+                results[i]["warnings"] = list(plan.warnings)  # also printed above; a server shows them
             if plan.whole_clip and plan.lyrics_lines is not None and "error" not in results[i]:
                 results[i]["lyrics_lines"] = _lines_dicts(plan.lyrics_lines[0])
         if out:

@@ -95,6 +95,15 @@ def test_handler_streams_then_gives_the_cli_result_and_downloads(app, tiny_check
     assert Path(downloads[2]).read_text().startswith("WEBVTT")
 
 
+def test_a_silent_song_is_described_with_a_warning_in_the_page(app, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(4 * 16000, np.float32), 16000)
+    with pytest.warns(UserWarning, match=f"{silent}: silent"):  # gr.Warning: a toast in a page, a warning here
+        record = run_handler(app, str(silent))[-1][4]
+    assert record["warnings"] == [f"{silent}: silent (peak below 0.0001); described anyway"]
+    assert len(record["parsed"]["frames"]) == 2
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing", "no song"), ("broken", "broken.wav"), ("short", "short.wav"),
     ("mv_type", "unknown MV type 'Polka Video'"), ("span", "span"), ("lrc", "lyrics.lrc")])

@@ -179,6 +179,8 @@ class M2MVApp:
         result = outcome["result"]
         if "error" in result:
             raise gr.Error(result["error"])
+        for warning in result.get("warnings", []):  # silent, or shorter than its header says: described anyway
+            gr.Warning(warning)
         yield self._finished(result, audio, settings)
 
     def _finished(self, result: dict, audio: str, settings: dict) -> tuple:
