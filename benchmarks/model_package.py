@@ -1,11 +1,12 @@
 """Model-package benchmark: feature extraction vs ImageBind's reference transform, and KV-cache generation speed.
 
-    python benchmarks/model_package.py [--clips 60] [--new-tokens 512]
+    python benchmarks/model_package.py [--clips 60] [--new-tokens 512] [--generation-model tiny|demo|both]
 
 Prints, from one run:
 - clips/s of M2MVFeatureExtractor (numpy, batched) vs the reference: torchaudio's kaldi fbank per clip, as
   ImageBind's data.py runs it (torchaudio 2.11's kaldi.py, fetched by tests/reference_oracles.py) -> ratio;
-- generate tokens/s with vs without the KV cache on a tiny random m2mv model -> ratio.
+- generate tokens/s with vs without the KV cache -> ratio: on the tiny random m2mv model (2 layers, where per-step
+  overhead hides the cache) and on the demo checkpoint (the real 30-layer SmolLM2-135M), ``--generation-model``.
 Timings are wall-clock on whatever machine runs it; the figures say so.
 """
 
@@ -28,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def reference_transform(waveform: np.ndarray, fbank, rate: int = 16000) -> torch.Tensor:
     """ImageBind's per-clip path (data.py): clip, subtract mean, kaldi fbank, pad to 204, normalise."""
-    from processing_m2mv import clip_sample_ranges
+    from feature_extraction_m2mv import clip_sample_ranges
 
     signal = torch.from_numpy(waveform)[None]
     clips = []
@@ -66,7 +67,8 @@ def bench_features(num_inputs: int) -> None:
     print(f"  ratio ours/reference           {ref_s / ours_s:9.2f}x   (max abs diff {diff:.2e})")
 
 
-def bench_generation(new_tokens: int) -> None:
+def tiny_model():
+    """``(model, processor, label)`` of the tiny random checkpoint (Llama 2 x 64)."""
     from transformers import AutoModel, AutoProcessor
 
     from m2mv.checkpoints.tiny import build_tiny_checkpoint
@@ -75,20 +77,34 @@ def bench_generation(new_tokens: int) -> None:
         folder = build_tiny_checkpoint(Path(tmp) / "m2mv-tiny-random")
         model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    return model, processor, "tiny random m2mv (Llama 2x64)"
+
+
+def demo_model():
+    """``(model, processor, label)`` of the demo checkpoint: the real SmolLM2-135M-Instruct (30 layers, width 576)
+    + OpenAI's real Whisper-base encoder."""
+    from m2mv.checkpoints.loading import demo_checkpoint, load_checkpoint
+
+    model, processor = load_checkpoint(demo_checkpoint())
+    return model.eval(), processor, "the demo checkpoint (SmolLM2-135M, 30 layers x 576)"
+
+
+def bench_generation(new_tokens: int, model, processor, label: str) -> None:
+    """Greedy tokens/s with vs without the KV cache, exactly ``new_tokens`` each."""
     wave = np.random.default_rng(1).normal(scale=0.1, size=30 * 16000).astype(np.float32)
     inputs = processor(text=[processor.build_prompt(genre_tags=["rock"], mv_type="Animation")], audio=[wave],
                        sampling_rate=16000)
     rates = {}
     for use_cache in (True, False):
         kwargs = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=use_cache)
-        model.generate(**inputs, **dict(kwargs, max_new_tokens=4, min_new_tokens=4))  # warm-up
-        start = time.perf_counter()
-        out = model.generate(**inputs, **kwargs)
+        with torch.no_grad():
+            model.generate(**inputs, **dict(kwargs, max_new_tokens=4, min_new_tokens=4))  # warm-up
+            start = time.perf_counter()
+            out = model.generate(**inputs, **kwargs)
         seconds = time.perf_counter() - start
         produced = out.shape[1] - inputs["input_ids"].shape[1]
         rates[use_cache] = produced / seconds
-    print(f"generation: tiny random m2mv (Llama 2x64), prompt {inputs['input_ids'].shape[1]} tokens, "
-          f"{new_tokens} new tokens, greedy")
+    print(f"generation: {label}, prompt {inputs['input_ids'].shape[1]} tokens, {new_tokens} new tokens, greedy")
     print(f"  with KV cache                  {rates[True]:9.1f} tokens/s")
     print(f"  without KV cache               {rates[False]:9.1f} tokens/s")
     print(f"  ratio                          {rates[True] / rates[False]:9.2f}x")
@@ -98,11 +114,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=60, help="30-s inputs to featurise (3 clips each)")
     parser.add_argument("--new-tokens", type=int, default=512, help="new tokens (the paper decodes up to 512)")
+    parser.add_argument("--generation-model", choices=("tiny", "demo", "both"), default="both",
+                        help="the KV-cache comparison on the tiny model, the demo checkpoint's real LM, or both")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     bench_features(args.clips)
-    bench_generation(args.new_tokens)
+    for name, build in (("tiny", tiny_model), ("demo", demo_model)):
+        if args.generation_model in (name, "both"):
+            bench_generation(args.new_tokens, *build())
 
 
 if __name__ == "__main__":

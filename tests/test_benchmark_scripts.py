@@ -95,3 +95,19 @@ def test_whole_song_benchmark_runs_each_case_in_its_own_process(tiny_checkpoint,
         ("clip", 1, 1), ("song-batched", 8, 1), ("song-one-by-one", 8, 8)]
     assert all(r["peak_rss_mb"] >= r["rss_after_load_mb"] > 0 and r["seconds"] > 0 for r in rows)
     assert "the song batched costs" in capsys.readouterr().out
+
+
+def test_model_package_reference_transform_runs_on_the_current_remote_code():
+    """The reference path's own code (its imports from the remote code, its padding) at a stand-in filter bank."""
+    import numpy as np
+    import torch
+
+    bench = load_script("model_package")
+    calls = []
+
+    def fbank(clip, **kwargs):
+        calls.append((clip.shape, kwargs["num_mel_bins"]))
+        return torch.zeros(198, kwargs["num_mel_bins"])
+
+    features = bench.reference_transform(np.zeros(30 * 16000, np.float32), fbank)
+    assert features.shape == (3, 1, 128, 204) and calls == [((1, 32000), 128)] * 3

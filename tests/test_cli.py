@@ -258,3 +258,28 @@ def test_describe_takes_the_lyrics_themselves_and_understands_them(tiny_checkpoi
     assert main(["describe", str(DEMO), "--model", str(tiny_checkpoint), "--lyrics", str(lyrics),
                  "--lyrics-understanding", str(ready)]) == 2
     assert "give the lyrics (--lyrics) or a ready lyrics understanding" in _one_error_line(capsys.readouterr().err)
+
+
+def test_batched_describe_equals_one_by_one_under_greedy(tiny, tmp_path, music_like):
+    """``--batch-size``: several songs in one generate call (left padding: prompts of different lengths; the audio
+    encoded as one batch) give each song the text it gets alone, under greedy decoding."""
+    import numpy as np
+    import soundfile as sf
+
+    from m2mv.inference import DescribeRequest, describe_batch
+
+    model, processor = tiny
+    wave, rate = music_like
+    sf.write(tmp_path / "short.wav", wave[: 3 * rate], rate)
+    sf.write(tmp_path / "stereo.flac", np.stack([wave, wave[::-1]], axis=1), rate)
+    requests = [DescribeRequest(str(DEMO), "openmsx", {"genre_tags": ["chiptune"], "mv_type": "Animation",
+                                                       "lyrics_understanding": "A song about a long night drive."}),
+                DescribeRequest(str(tmp_path / "short.wav"), "short", {}),
+                DescribeRequest(str(tmp_path / "stereo.flac"), "stereo", {"genre_tags": ["rock", "pop"]})]
+    prompts = [processor.build_prompt(**r.conditioning) for r in requests]
+    assert len({len(processor.tokenizer(p)["input_ids"]) for p in prompts}) == 3  # three lengths: left padding
+    greedy = {"do_sample": False, "max_new_tokens": 12}
+    alone = [describe_batch(model, processor, [r], greedy)[0].text for r in requests]
+    together = [r.text for r in describe_batch(model, processor, requests, greedy)]
+    assert together == alone
+    assert len(set(alone)) == 3  # three different prompts and songs, three different answers
