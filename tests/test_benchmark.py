@@ -389,11 +389,10 @@ def test_the_demo_adds_a_beat_aligned_pass_only_in_the_full_run(tmp_path, monkey
     from m2mv import demo
     from m2mv.evaluation.conditions import run_key
 
-    clips = tmp_path / "corpus" / "clips"
+    clips = tmp_path / "out" / "corpus" / "clips"  # where run_demo(tmp_path / "out") finds its corpus
     clips.mkdir(parents=True)
     (clips / "a.flac").write_bytes(b"")
-    monkeypatch.setattr(demo, "build_demo_corpus", lambda *a, **k: clips.parent / "manifest.jsonl")
-    monkeypatch.setattr(demo, "build_demo_dataset", lambda *a, **k: SimpleNamespace(summary=lambda: ""))
+    monkeypatch.setattr(demo, "build_demo_data", lambda *a, **k: (tmp_path / "dataset", SimpleNamespace(summary=str)))
     monkeypatch.setattr(demo, "load_checkpoint", lambda *a, **k: (None, None))
     monkeypatch.setattr(demo, "compute_embeddings", lambda *a, **k: None)
     monkeypatch.setattr(demo, "demo_checkpoint", lambda: tmp_path / "base")
