@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -26,12 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(REPO / "tests"))  # the browser the app's tests drive
 
 
 def demo_clip(work: Path) -> tuple[Path, str]:
@@ -65,20 +59,13 @@ def time_request(url: str, audio: Path, mv_type: str, genres: str) -> dict:
 def screenshot(url: str, audio: Path, mv_type: str, genres: str, path: Path) -> None:
     """The page after a person's run: upload, pick the MV type, type the genres, greedy and held to the frames (so
     that the table and the timeline show every frame), press Describe, wait for the timeline."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from browser import headless_chromium
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
     with tempfile.TemporaryDirectory() as profile:
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,2600", f"--user-data-dir={profile}"):
-            options.add_argument(flag)
-        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        browser = headless_chromium(Path(profile), window_size="1400,2600")
         try:
             wait, described = WebDriverWait(browser, 60), WebDriverWait(browser, 900)
             browser.get(url)
@@ -119,14 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         audio, genres = (args.audio, "") if args.audio else demo_clip(Path(work))
         genres = genres if args.genres is None else args.genres
         start = time.perf_counter()  # from importing the app (Gradio, transformers) to the page answering
-        from m2mv.app import M2MVApp
+        from m2mv.app import launch
 
-        app = M2MVApp(args.model)
-        page = app.blocks()
-        port = free_port()
-        page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
+        app, page = launch(args.model, block=False)
         startup = time.perf_counter() - start
-        url = f"http://127.0.0.1:{port}/"
+        url = page.local_url
         try:
             report = {"model": app.model_dir.name, "audio": audio.name, "startup_s": round(startup, 2),
                       "genres": genres, **time_request(url, audio, args.mv_type, genres)}

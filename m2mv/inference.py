@@ -297,6 +297,7 @@ class SongPlan:
     requests: list[DescribeRequest]
     lyrics_lines: list[list[LyricLine]] | None = None
     warnings: list[str] = field(default_factory=list)
+    decoded: dict | None = None  # ``{"array", "sampling_rate"}`` of the whole file
 
     @property
     def whole_clip(self) -> bool:
@@ -331,7 +332,7 @@ def plan_song(processor, path: Path, given: dict, span: tuple[float, float] | No
                                                                      "\n".join(line.text for line in sung))
         name = str(path) if len(windows) == 1 and w_start == 0 else f"{path} [{w_start:g}-{w_end:g} s]"
         requests.append(DescribeRequest(audio=piece, name=name, conditioning=conditioning(window_given)))
-    return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None, warnings)
+    return SongPlan(path, (start, end), windows, requests, lines if lrc is not None else None, warnings, decoded)
 
 
 def _length_warning(path: Path, decoded_seconds: float) -> list[str]:
@@ -404,6 +405,7 @@ def describe_files(
     constrained: bool = False,
     checkpoint: tuple | None = None,
     streamer=None,
+    return_audio: bool = False,
 ) -> list[dict]:
     """Describe audio files; one dict per file: ``file``, ``text``, ``parsed`` (or ``error``), and ``warnings``
     when a file decodes shorter than its header says or is silent (each also printed on stderr).
@@ -429,7 +431,9 @@ def describe_files(
     ``checkpoint``: ``(model, processor)`` already loaded from ``model_dir`` (the web app loads once and serves many
     requests); None loads it here. ``streamer``: a transformers streamer (``TextIteratorStreamer``) that gets the
     text as it is generated when a batch is one request (a clip); a batch of several requests (several files, a song
-    in windows) is not streamed, since transformers' streamers take one row.
+    in windows) is not streamed, since transformers' streamers take one row. ``return_audio``: each described
+    file's dict also holds ``audio``, the ``{"array", "sampling_rate"}`` it was decoded to (decoded once; never
+    written to ``out``).
     """
     check_align(align)
     if constrained:
@@ -505,6 +509,10 @@ def describe_files(
                 results[i]["lyrics_lines"] = _lines_dicts(plan.lyrics_lines[0])
         if out:
             append_jsonl(out, [{**results[i], "file": str(paths[i].resolve()), "settings": settings} for i in batch])
+        if return_audio:
+            for i, plan in plans.items():
+                if plan.decoded is not None and "error" not in results[i]:
+                    results[i]["audio"] = {key: plan.decoded[key] for key in ("array", "sampling_rate")}
         bar.update(len(batch))
     bar.close()
     return results

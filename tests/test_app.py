@@ -8,7 +8,6 @@ that the frame table and the timeline have a known shape.
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -132,24 +131,18 @@ def test_handler_errors_name_the_problem(app, tmp_path, case, expected):
 # The server: the real client, then a real browser
 # ---------------------------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(app, tmp_path_factory):
     """The page served on 127.0.0.1 (Gradio's uploads and cache in a temporary folder); stopped afterwards."""
     import os
 
+    from m2mv.app import serve
+
     cache = tmp_path_factory.mktemp("gradio")
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
-    page = app.blocks(concurrency_limit=1, max_queue=8)
-    port = free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    page = serve(app, concurrency_limit=1, max_queue=8, block=False)
+    yield page.local_url
     page.close()
     if old is None:
         os.environ.pop("GRADIO_TEMP_DIR")
@@ -179,19 +172,9 @@ def test_the_client_gets_the_json_result_and_two_concurrent_calls_finish(server,
 @pytest.fixture
 def browser(tmp_path):
     """Debian's Chromium, headless, driven by Selenium through Debian's chromedriver (no download)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from browser import headless_chromium
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "the browser test needs Debian's chromium and chromium-driver (apt-get install " \
-                                "chromium chromium-driver; .ci/run installs them)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,2000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    session = webdriver.Chrome(service=Service(driver), options=options)
+    session = headless_chromium(tmp_path / "profile")
     yield session
     session.quit()
 

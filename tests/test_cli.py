@@ -88,6 +88,25 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def test_return_audio_hands_back_the_decoded_file_but_never_writes_it(tiny_checkpoint, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from m2mv.inference import describe_files
+
+    wave = np.random.default_rng(0).normal(scale=0.1, size=48000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wave, 16000)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    out = tmp_path / "results.jsonl"
+    good, bad = describe_files([tmp_path / "a.wav", tmp_path / "bad.wav"], tiny_checkpoint, greedy=True,
+                               max_new_tokens=4, out=out, progress=False, return_audio=True)
+    assert good["audio"]["sampling_rate"] == 16000 and good["audio"]["array"].shape[-1] == 48000
+    assert np.allclose(good["audio"]["array"], wave, atol=1e-4) and "audio" not in bad
+    assert all("audio" not in row for row in _jsonl(out))
+    assert "audio" not in describe_files([tmp_path / "a.wav"], tiny_checkpoint, greedy=True, max_new_tokens=4,
+                                         progress=False)[0]
+
+
 def test_resumable_out_skips_done_files_and_retries_failed_ones(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     import numpy as np
     import soundfile as sf

@@ -72,22 +72,20 @@ def _overview(parsed: dict) -> str:
     return parsed.get("overview") or ""
 
 
-def _beats(result: dict, processor, path: str) -> tuple[list[float], object, int]:
-    """``(beat times, waveform, rate)`` for the picture: the beats the prompt used (``--align beats``), else
-    librosa's beat tracker on the audio (none when librosa is missing or finds none)."""
+def _beats(result: dict, path: str) -> list[float]:
+    """The beat times for the picture: those the prompt used (``--align beats``), else librosa's beat tracker on the
+    audio ``describe_files`` decoded (none when librosa is missing or finds none)."""
     from m2mv.beats import NoBeatsError, beat_frame_boundaries
 
-    decoded = processor.decode_audio(path)
-    array, rate = decoded["array"], decoded["sampling_rate"]
     if result.get("beat_times") is not None:
-        return list(result["beat_times"]), array, rate
+        return list(result["beat_times"])
     sections = (result.get("parsed") or {}).get("sections") or []
     if sections and all(s.get("beat_times") is not None for s in sections):
-        return [s["start"] + t for s in sections for t in s["beat_times"]], array, rate
+        return [s["start"] + t for s in sections for t in s["beat_times"]]
     try:
-        return beat_frame_boundaries(array, rate, name=path)[1], array, rate
+        return beat_frame_boundaries(result["audio"]["array"], result["audio"]["sampling_rate"], name=path)[1]
     except (ImportError, NoBeatsError):
-        return [], array, rate
+        return []
 
 
 class M2MVApp:
@@ -159,7 +157,7 @@ class M2MVApp:
                     [audio], self.model_dir, settings["genre_tags"], mv_type, greedy=settings["greedy"],
                     max_new_tokens=settings["max_new_tokens"], align=align, progress=False,
                     constrained=settings["constrained"], checkpoint=(self.model, self.processor), streamer=streamer,
-                    **kwargs)[0]
+                    return_audio=True, **kwargs)[0]
             except Exception as err:  # shown in the page by the request's thread
                 outcome["error"] = err
             finally:
@@ -186,9 +184,10 @@ class M2MVApp:
     def _finished(self, result: dict, audio: str, settings: dict) -> tuple:
         """The page's outputs for a described song, with its JSON and SRT/VTT written for download."""
         parsed = result["parsed"]
-        beats, array, rate = _beats(result, self.processor, audio)
-        figure = timeline_figure(array, rate, parsed, beats, title=f"{Path(audio).name}: "
-                                 f"{len(parsed.get('frames') or [])} frames, {len(beats)} beats")
+        beats = _beats(result, audio)
+        decoded = result.pop("audio")  # the waveform, drawn; not part of the JSON
+        title = f"{Path(audio).name}: {len(parsed.get('frames') or [])} frames, {len(beats)} beats"
+        figure = timeline_figure(decoded["array"], decoded["sampling_rate"], parsed, beats, title=title)
         folder = Path(tempfile.mkdtemp(dir=self._downloads.name))
         stem = folder / Path(audio).stem
         record = {**result, "model": self.model_dir.name, "settings": settings}
@@ -244,15 +243,23 @@ class M2MVApp:
         return page.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
 
 
+def serve(app: M2MVApp, host: str = "127.0.0.1", port: int | None = None, concurrency_limit: int = 1,
+          max_queue: int = 16, block: bool = True):
+    """Serve ``app``'s page at ``http://host:port`` (``port`` None: Gradio's first free one from 7860); returns the
+    running Blocks when not ``block`` (its ``local_url`` is the address; stop it with ``close()``)."""
+    page = app.blocks(concurrency_limit, max_queue)
+    page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False, show_error=True,
+                quiet=not block)
+    return page
+
+
 def launch(model_dir: str | Path | None = None, host: str = "127.0.0.1", port: int | None = None,
            concurrency_limit: int = 1, max_queue: int = 16, block: bool = True):
-    """Load the checkpoint and serve the page at ``http://host:port``; returns ``(app, blocks)`` when not
-    ``block`` (the caller stops it with ``blocks.close()`` and ``app.close()``)."""
+    """Load the checkpoint and serve the page (:func:`serve`); returns ``(app, blocks)`` when not ``block`` (the
+    caller stops it with ``blocks.close()`` and ``app.close()``)."""
     app = M2MVApp(model_dir)
-    page = app.blocks(concurrency_limit, max_queue)
     try:
-        page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False,
-                    show_error=True, quiet=not block)
+        page = serve(app, host, port, concurrency_limit, max_queue, block)
     except BaseException:
         app.close()
         raise
