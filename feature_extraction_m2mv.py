@@ -1,7 +1,7 @@
 """ImageBind's audio transform for m2mv: audio decoding, resampling and the feature extractor.
 
-:class:`M2MVFeatureExtractor` does exactly ImageBind's audio transform (``imagebind/data.py``) in numpy: 16 kHz,
-3 clips of 2 s spaced evenly over the input (pytorchvideo's ``ConstantClipsPerVideoSampler``), mean removal,
+:class:`M2MVFeatureExtractor` does exactly ImageBind's audio transform (``imagebind/data.py``) in numpy and torch:
+16 kHz, 3 clips of 2 s spaced evenly over the input (pytorchvideo's ``ConstantClipsPerVideoSampler``), mean removal,
 kaldi-compatible log-mel filter bank (128 bins, 25-ms Hann window, 10-ms shift), pad/crop to 204 frames,
 normalise with mean -4.268 / std 9.138. :func:`load_audio` decodes files and encoded bytes with soundfile.
 
@@ -30,6 +30,8 @@ from transformers.audio_utils import mel_filter_bank, window_function
 # ----------------------------------------------------------------------------------------------------------------
 
 CHANNEL_MODES = ("left", "mean")
+FBANK_CHUNK = 4  # clips per filter-bank pass: the buffers (about 1.6 MB a clip) stay in cache
+MEL_BAND = 32  # mel filters per band of the banded mel product
 SILENCE_PEAK = 1e-4  # about -80 dBFS
 
 
@@ -153,7 +155,7 @@ def validate_waveform(waveform: Any, name: str) -> np.ndarray:
         raise AudioInputError(
             f"{name}: expected a waveform of shape (samples,) or (channels, samples), got {waveform.shape}"
         )
-    if not np.isfinite(waveform).all():
+    if not (np.isfinite(waveform.max()) and np.isfinite(waveform.min())):  # NaN propagates; no mask allocated
         raise AudioInputError(f"{name}: the waveform contains NaN or infinite samples")
     return waveform.astype(np.float32, copy=False)
 
@@ -181,7 +183,7 @@ def iter_waveforms(raw_speech: Any, sampling_rate: int | Sequence[int] | None, t
 
 
 def warn_if_silent(waveform: np.ndarray, name: str) -> None:
-    if np.abs(waveform).max() < SILENCE_PEAK:
+    if max(waveform.max(), -waveform.min()) < SILENCE_PEAK:  # the peak, without an array of absolute values
         warnings.warn(f"{name}: the audio is silent (peak below {SILENCE_PEAK:g}); its features carry no music",
                       stacklevel=3)
 
@@ -325,6 +327,7 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
         output = super().to_dict()
         output.pop("_mel_filter_cache", None)
         output.pop("_window_cache", None)
+        output.pop("_mel_band_cache", None)
         return output
 
     # -- the transform ----------------------------------------------------------------------------------------
@@ -336,26 +339,63 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
             self.__dict__["_window_cache"] = cached
         return cached
 
+    def _mel_bands(self) -> list[tuple[int, int, torch.Tensor]]:
+        """The mel filters as bands of ``MEL_BAND`` filters, each with the FFT bins it reads: ``(first, stop, weights)``
+        over the interleaved (real, imag) squared spectrum, so ``weights`` has each bin's row twice. Computed once.
+
+        Kaldi's triangular filters are sparse (a filter reads a few bins), so the bands together read a quarter of
+        the dense (257 x 128) product, which is most of the transform's arithmetic."""
+        cached = self.__dict__.get("_mel_band_cache")
+        if cached is None:
+            filters = self._mel_filters()
+            interleaved = torch.from_numpy(np.repeat(filters, 2, axis=0))  # row 2k and 2k+1: bin k's re and im
+            cached = []
+            for first_filter in range(0, filters.shape[1], MEL_BAND):
+                bins = np.nonzero(filters[:, first_filter: first_filter + MEL_BAND].any(axis=1))[0]
+                first, stop = (2 * int(bins[0]), 2 * int(bins[-1]) + 2) if len(bins) else (0, 2)
+                cached.append((first, stop, interleaved[first:stop, first_filter: first_filter + MEL_BAND].clone()))
+            self.__dict__["_mel_band_cache"] = cached
+        return cached
+
+    def _windowed_frames(self, clips: torch.Tensor) -> torch.Tensor:
+        """(n, samples) -> (n, frames, fft_length): kaldi's frames (snip_edges) with the DC offset removed,
+        pre-emphasis and the Hann window applied, zero-padded to the FFT length, in one buffer written from a
+        strided view of the clips. The order of kaldi's (mean removal, then pre-emphasis) is kept: it is the more
+        precise one in float32 for a clip with a DC offset."""
+        length = self.frame_length
+        frames = clips.unfold(-1, length, self.hop_length)
+        padded = torch.empty(*frames.shape[:-1], self.fft_length, dtype=torch.float32)
+        padded[..., length:].zero_()
+        signal = padded[..., :length]
+        signal.copy_(frames).sub_(frames.mean(dim=-1, keepdim=True))  # remove_dc_offset
+        previous = signal[..., :-1].clone()
+        signal[..., 1:].sub_(previous, alpha=self.preemphasis)
+        signal[..., :1].mul_(1.0 - self.preemphasis)
+        signal.mul_(torch.from_numpy(self._window()))
+        return padded
+
     def kaldi_fbank(self, clips: np.ndarray) -> np.ndarray:
         """Kaldi-compatible log-mel filter bank of equal-length mono clips (n, samples) -> (n, frames, mel).
 
         float32 throughout, like torchaudio's kaldi.fbank: frames (snip_edges), per-frame DC removal,
-        pre-emphasis, Hann window, 512-point power spectrum, kaldi mel filters, log with an epsilon floor.
+        pre-emphasis, Hann window, 512-point power spectrum, kaldi mel filters, log with an epsilon floor. In torch
+        (its FFT and matmul use both cores; numpy's FFT is single-threaded and pads a copy), a few clips at a time
+        so that the buffers stay in cache, and with the mel filters applied band by band (:meth:`_mel_bands`).
         """
         if clips.shape[-1] < self.frame_length:
             raise AudioInputError(
                 f"a clip of {clips.shape[-1]} samples is shorter than one {self.frame_length_ms:g}-ms analysis window"
             )
-        frames = np.lib.stride_tricks.sliding_window_view(clips, self.frame_length, axis=-1)[..., :: self.hop_length, :]
-        frames = frames.astype(np.float32)
-        frames -= frames.mean(axis=-1, keepdims=True)  # remove_dc_offset
-        frames[..., 1:] -= self.preemphasis * frames[..., :-1].copy()
-        frames[..., 0] *= 1.0 - self.preemphasis
-        frames *= self._window()
-        spectrum = np.fft.rfft(frames, n=self.fft_length, axis=-1)
-        power = spectrum.real**2 + spectrum.imag**2
-        mel = power.astype(np.float32) @ self._mel_filters()
-        return np.log(np.maximum(mel, np.finfo(np.float32).eps))
+        signal = torch.from_numpy(np.ascontiguousarray(clips, dtype=np.float32))
+        floor = float(np.finfo(np.float32).eps)
+        out = []
+        with torch.no_grad():
+            for chunk in signal.split(FBANK_CHUNK):
+                padded = self._windowed_frames(chunk)
+                squared = torch.view_as_real(torch.fft.rfft(padded, dim=-1)).flatten(-2).square_()  # re^2, im^2
+                mel = torch.cat([squared[..., first:stop] @ weights for first, stop, weights in self._mel_bands()], -1)
+                out.append(mel.clamp_min_(floor).log_())
+        return torch.cat(out).numpy()
 
     def _pad_or_crop(self, fbank: np.ndarray) -> np.ndarray:
         """(n, frames, mel) -> (n, mel, target_length), zero-padded or cropped at the end like ImageBind."""
@@ -369,8 +409,13 @@ class M2MVFeatureExtractor(SequenceFeatureExtractor):
         """Cut the clips and remove each one's mean (over all channels) exactly as ImageBind's ``data.py`` does:
         in place, in float32, in clip order, on views of one buffer, so that clips that overlap (inputs shorter
         than 6 s) see the earlier clips' mean removal in their shared samples."""
+        ranges = clip_sample_ranges(waveform.shape[1], self.sampling_rate, self.clip_duration, self.clips_per_audio)
+        if all(end <= start for (_, end), (start, _) in zip(ranges, ranges[1:])):  # disjoint: copy only the clips
+            clips = [waveform[:, start:end].astype(np.float32, copy=True) for start, end in ranges]
+            for clip in clips:
+                clip -= clip.mean(dtype=np.float32)
+            return clips
         buffer = waveform.astype(np.float32, copy=True)
-        ranges = clip_sample_ranges(buffer.shape[1], self.sampling_rate, self.clip_duration, self.clips_per_audio)
         clips = []
         for start, end in ranges:
             view = buffer[:, start:end]

@@ -3,8 +3,10 @@
     python benchmarks/model_package.py [--clips 60] [--new-tokens 512] [--generation-model tiny|demo|both]
 
 Prints, from one run:
-- clips/s of M2MVFeatureExtractor (numpy, batched) vs the reference: torchaudio's kaldi fbank per clip, as
-  ImageBind's data.py runs it (torchaudio 2.11's kaldi.py, fetched by tests/reference_oracles.py) -> ratio;
+- clips/s of M2MVFeatureExtractor vs the reference: torchaudio's kaldi fbank per clip, as ImageBind's data.py runs
+  it (torchaudio 2.11's kaldi.py, fetched by tests/reference_oracles.py) -> ratio; and vs the arithmetic limit (the
+  FLOPs of a clip's filter bank at the machine's float32 matmul rate, measured in the same run);
+- clips/s of decoding the same inputs from FLAC, OGG and MP3 files (soundfile), which now costs more than features;
 - generate tokens/s with vs without the KV cache -> ratio: on the tiny random m2mv model (2 layers, where per-step
   overhead hides the cache) and on the demo checkpoint (the real 30-layer SmolLM2-135M), ``--generation-model``.
 Timings are wall-clock on whatever machine runs it; the figures say so.
@@ -43,6 +45,53 @@ def reference_transform(waveform: np.ndarray, fbank, rate: int = 16000) -> torch
     return torch.stack(clips)
 
 
+REPEATS = 3  # passes of each feature path (and of each decoder); the fastest is quoted
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate (torch, all its threads), best of ``repeats``: the arithmetic peak."""
+    a = torch.randn(size, size)
+    a @ a
+    best = min(_seconds(lambda: a @ a) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def fbank_flops(extractor) -> tuple[float, float]:
+    """FLOPs of one clip's filter bank: ``(dense, ours)``. Both count the frame arithmetic (DC removal,
+    pre-emphasis, window: 5 per sample of a frame), a 512-point real FFT (2.5 N log2 N) and the squares; ``dense``
+    applies the (257 x 128) mel filters as one product (the issue's arithmetic), ``ours`` the bands m2mv computes."""
+    frames = 1 + (extractor.clip_samples - extractor.frame_length) // extractor.hop_length
+    n = extractor.fft_length
+    common = 5 * extractor.frame_length + 2.5 * n * np.log2(n) + 2 * (n + 2)
+    dense = 2 * (n // 2 + 1) * extractor.num_mel_bins
+    ours = sum(2 * (stop - first) * weights.shape[1] for first, stop, weights in extractor._mel_bands())
+    return frames * (common + dense), frames * (common + ours)
+
+
+def bench_decoding(waves: list[np.ndarray], work: Path) -> None:
+    """Seconds to decode the inputs from FLAC, OGG/Vorbis and MP3 files (soundfile, as describe and the dataset
+    builder read them), as clips/s to set beside the features'."""
+    import soundfile
+
+    from feature_extraction_m2mv import load_audio
+
+    for suffix, fmt in ((".flac", "FLAC"), (".ogg", "OGG"), (".mp3", "MP3")):
+        paths = []
+        for i, wave in enumerate(waves):
+            path = work / f"input{i}{suffix}"
+            soundfile.write(path, wave, 16000, format=fmt)
+            paths.append(path)
+        seconds = min(_seconds(lambda: [load_audio(p) for p in paths]) for _ in range(REPEATS))
+        print(f"  decoding {fmt:<6} (soundfile)     {3 * len(paths) / seconds:9.1f} clips/s  "
+              f"({len(paths) / seconds:.1f} 30-s files/s)")
+
+
 def bench_features(num_inputs: int) -> None:
     import reference_oracles as ro
     from feature_extraction_m2mv import M2MVFeatureExtractor
@@ -53,18 +102,25 @@ def bench_features(num_inputs: int) -> None:
     waves = [rng.normal(scale=0.1, size=30 * 16000).astype(np.float32) for _ in range(num_inputs)]
     extractor(waves[:2], sampling_rate=16000)  # warm-up
     reference_transform(waves[0], fbank)
-    start = time.perf_counter()
+    peak = matmul_gflops()
+    ours_s = min(_seconds(lambda: extractor(waves, sampling_rate=16000)) for _ in range(REPEATS))
+    ref_s = min(_seconds(lambda: [reference_transform(w, fbank) for w in waves]) for _ in range(REPEATS))
     ours = extractor(waves, sampling_rate=16000)["input_features"]
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
     reference = [reference_transform(w, fbank) for w in waves]
-    ref_s = time.perf_counter() - start
     diff = max(float(np.abs(o - r[:, 0].numpy()).max()) for o, r in zip(ours, reference))
     clips = 3 * num_inputs
-    print(f"features: {clips} clips of 2 s (from {num_inputs} 30-s inputs, 16 kHz)")
-    print(f"  ours (numpy, batched)          {clips / ours_s:9.1f} clips/s")
+    dense, banded = fbank_flops(extractor)
+    print(f"features: {clips} clips of 2 s (from {num_inputs} 30-s inputs, 16 kHz), best of {REPEATS} passes each; "
+          f"matmul peak {peak:.0f} GFLOP/s")
+    print(f"  ours (torch, per input)        {clips / ours_s:9.1f} clips/s")
     print(f"  reference (torchaudio kaldi)   {clips / ref_s:9.1f} clips/s")
     print(f"  ratio ours/reference           {ref_s / ours_s:9.2f}x   (max abs diff {diff:.2e})")
+    print(f"  arithmetic limit, dense mel    {peak * 1e9 / dense:9.1f} clips/s  ({dense / 1e6:.1f} MFLOP a clip at the "
+          f"peak); ours reaches {clips / ours_s * dense / (peak * 1e9):.0%} of it")
+    print(f"  ours does {banded / 1e6:.1f} MFLOP a clip (banded mel): {clips / ours_s * banded / 1e9:.1f} GFLOP/s, "
+          f"{clips / ours_s * banded / (peak * 1e9):.0%} of the peak")
+    with tempfile.TemporaryDirectory() as work:
+        bench_decoding(waves, Path(work))
 
 
 def tiny_model():
