@@ -8,8 +8,9 @@ decoding, features, prompt, ``generate``, parsing), greedy, on one loaded checkp
 ``batch_size=1``, then ``--batch-size`` files per ``generate`` call (left padding, the audio encoded as one batch).
 Prints songs/s of each, the ratio, and whether every song's text is the same both ways (greedy decoding: it should
 be); then how much of each pass was the audio encoder (a fixed cost per song on a CPU, batched or not), the speedup
-of the rest, and the new tokens a song got (an untrained adaptor stops early; longer answers favour batching). The default model is the demo checkpoint (the real SmolLM2-135M-Instruct + OpenAI's real Whisper-base encoder),
-on this machine's CPU.
+of the rest, and the new tokens a song got (an untrained adaptor stops early; longer answers favour batching). The
+default model is the demo checkpoint (the real SmolLM2-135M-Instruct + OpenAI's real Whisper-base encoder), on this
+machine's CPU.
 """
 
 from __future__ import annotations
