@@ -634,6 +634,10 @@ class M2MVForConditionalGeneration(M2MVPreTrainedModel, GenerationMixin):
         fusion_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
             See :meth:`M2MVModel.forward` (checkpoints with pre-LLM fusion only).
         """
+        if labels is not None and use_cache is None:
+            # A loss needs no cache, and without one a padding-free batch (position ids restarting per row, no
+            # attention mask) keeps each row's attention to itself; with one, transformers cannot see the packing
+            use_cache = False
         outputs = self.model(
             input_ids=input_ids,
             input_features=input_features,

@@ -548,6 +548,56 @@ def test_activation_checkpointing_gives_the_same_step(stage1_out, toy, tmp_path)
     assert len(a) == len(b) == 2 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
 
 
+def test_padding_free_batch_gives_the_padded_batch_s_logits_and_loss(plain_tiny, toy):
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(plain_tiny, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(plain_tiny, trust_remote_code=True)
+    ds = load_split(toy, "mv_description", "train")
+    rows = [ds[i] for i in range(3)]
+    padded = M2MVDataCollator(processor, "mv_description", 256)(rows)
+    packed = M2MVDataCollator(processor, "mv_description", 256, padding_free=True)(rows)
+    lengths = padded["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) > 1  # rows of different lengths: the padded batch has padding to drop
+    assert "attention_mask" not in packed and packed["input_ids"].shape == (1, int(lengths.sum()))
+    starts = torch.cumsum(lengths, 0)[:-1]
+    assert (packed["position_ids"][0, starts] == 0).all() and int(packed["position_ids"].max()) == lengths.max() - 1
+    assert (packed["labels"][0, starts] == -100).all()
+    assert torch.equal(packed["input_features"], padded["input_features"])  # one audio per row, in order
+    with torch.no_grad():
+        a = model(**padded)
+        b = model(**packed)  # labels given: no cache, so the packing is seen and each row attends to itself only
+    keep = padded["attention_mask"].bool()
+    assert (a.logits[keep] - b.logits[0]).abs().max() < 1e-4
+    assert abs(float(a.loss) - float(b.loss)) < 1e-5
+
+
+def test_padding_free_training_takes_the_same_steps(stage1_out, toy, tmp_path):
+    common = ["--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", toy, "--max_steps", 2,
+              "--audio_embeds", "off", "--eval_split", "", "--lora_dropout", 0]
+    plain = run(*common, "--output_dir", tmp_path / "plain")
+    packed = run(*common, "--output_dir", tmp_path / "packed", "--padding_free", "true")
+    assert packed.data_collator.padding_free and not packed.args.padding_free  # m2mv's collator packs, not TRL's
+    a = [e["loss"] for e in plain.state.log_history if "loss" in e]
+    b = [e["loss"] for e in packed.state.log_history if "loss" in e]
+    assert len(a) == len(b) == 2 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    assert packed._total_train_tokens == plain._total_train_tokens  # the same real tokens, none of them padding
+    record = json.loads((tmp_path / "packed" / "m2mv_training.json").read_text())
+    assert record["config"]["padding_free"] is True
+
+
+def test_packing_is_refused_and_fusion_is_not_packed(stage1_out, toy, tmp_path):
+    from m2mv.training.collator import pack_rows
+
+    with pytest.raises(TrainingError, match="packing.*--padding_free"):
+        run("--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", toy, "--output_dir",
+            tmp_path / "out", "--packing", "true")
+    assert_nothing_trained(tmp_path / "out")
+    ids = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(TrainingError, match="pre-LLM fusion"):
+        pack_rows({"input_ids": ids, "labels": ids, "attention_mask": ids, "fusion_mask": ids})
+
+
 def test_push_to_hub_uploads_the_merged_folder_with_the_card(stage1_out, toy, tmp_path, monkeypatch):
     """--push_to_hub goes through the trainer's own hub support; the Hub API is recorded offline."""
     import transformers.trainer

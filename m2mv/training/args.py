@@ -220,6 +220,10 @@ def _check_data(script_args: M2MVScriptArguments, training_args) -> None:
         raise TrainingError("max_train_samples / max_eval_samples must be >= 1")
     if training_args.max_length is not None and training_args.max_length < 8:
         raise TrainingError(f"max_length {training_args.max_length} is too small for a prompt")
+    if training_args.packing:
+        raise TrainingError("packing: m2mv's collator builds each batch from whole dataset rows (audio + prompt + "
+                            "answer), which TRL's packing would cut apart; use --padding_free true, which "
+                            "concatenates a batch's rows without padding")
 
 
 def _check_output(training_args) -> None:
@@ -243,13 +247,18 @@ def check_args(script_args: M2MVScriptArguments, training_args, model_args) -> P
     return model_path
 
 
-def prepare_training_args(training_args) -> None:
+def prepare_training_args(training_args) -> bool:
     """What the collator needs from ``SFTConfig`` (keep the raw columns, skip TRL's own tokenisation), and
     ``--push_to_hub`` pushing only the finished, merged model (``hub_strategy: end``): the trainer's other
-    strategies copy checkpoint files (a bare adapter in stage 2) over the output folder while training."""
+    strategies copy checkpoint files (a bare adapter in stage 2) over the output folder while training.
+
+    Returns ``--padding_free``, which m2mv's collator does (TRL's flag is cleared: TRL refuses it with a collator
+    of one's own, and its own padding-free collator cannot carry the audio)."""
+    padding_free, training_args.padding_free = bool(training_args.padding_free), False
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     if training_args.push_to_hub and str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy)) \
             != "end":
         logger.warning("push_to_hub: pushing the Hub-ready model at the end of training only (hub_strategy: end)")
         training_args.hub_strategy = HubStrategy.END
+    return padding_free

@@ -38,6 +38,10 @@ class M2MVDataCollator:
     Audio: precomputed embeddings from ``audio_embeds`` when given, else the row's encoded audio. ``zero_audio``
     replaces every input's features by zeros: the model then sees ``zero_audio_embeds``, its own encoder's output
     for all-zero features (computed once), which is exactly what zeroed features give.
+    ``padding_free`` (TRL's ``--padding_free``): the rows' tokens are concatenated into one row of shape (1, total)
+    with ``position_ids`` restarting at 0 for each and no ``attention_mask``, so no step computes padding; the
+    attention then keeps each row to itself (transformers reads the packing from the position ids; the model
+    must run without a cache, as training does). The audio stays one entry per row, in order.
     """
 
     processor: Any
@@ -49,6 +53,7 @@ class M2MVDataCollator:
     prompt_frames: bool = True
     audio_embeds: AudioEmbedsTable | None = None
     zero_audio_embeds: np.ndarray | None = None
+    padding_free: bool = False
 
     def conditioning(self, row: Mapping) -> dict:
         if self.config_name != MV_DESCRIPTION:
@@ -64,6 +69,11 @@ class M2MVDataCollator:
         return self.processor.build_prompt(TASK[self.config_name], **given)
 
     def __call__(self, rows: list[dict]) -> dict:
+        batch = self.padded(rows)
+        return pack_rows(batch) if self.padding_free else batch
+
+    def padded(self, rows: list[dict]) -> dict:
+        """The rows right-padded to the longest, with an ``attention_mask``."""
         common = dict(text=[self.prompt(row) for row in rows],
                       answers=[row[TARGET_COLUMN[self.config_name]] for row in rows],
                       max_length=self.max_length, padding_side="right")
@@ -73,6 +83,24 @@ class M2MVDataCollator:
         if self.audio_embeds is not None:
             return dict(self.processor(audio_embeds=self.audio_embeds.get_batch(r["song_id"] for r in rows), **common))
         return dict(self.processor(audio=[row["audio"] for row in rows], **common))
+
+
+def pack_rows(batch: dict) -> dict:
+    """A right-padded batch -> one row of its real tokens: ``input_ids``/``labels`` (1, total), ``position_ids``
+    counting from 0 in each row, no ``attention_mask``; each row's first label is -100, so no row is trained to
+    follow the one before it. The audio inputs are left as they are (one per row, in order)."""
+    if "fusion_mask" in batch:
+        raise TrainingError("padding_free: the pre-LLM fusion attends over the padded batch's input segments; "
+                            "train a model with prellm_fusion_layers > 0 without --padding_free")
+    keep = batch.pop("attention_mask").bool()
+    lengths = keep.sum(dim=1)
+    packed = {name: value for name, value in batch.items() if name not in ("input_ids", "labels")}
+    packed["input_ids"] = batch["input_ids"][keep][None]
+    labels = batch["labels"].clone()
+    labels[:, 0] = -100
+    packed["labels"] = labels[keep][None]
+    packed["position_ids"] = torch.cat([torch.arange(int(n)) for n in lengths])[None]
+    return packed
 
 
 def zero_audio_embeddings(model) -> np.ndarray:
@@ -86,7 +114,7 @@ def zero_audio_embeddings(model) -> np.ndarray:
 
 
 def make_collator(model, processor, script_args, training_args, config_name: str,
-                  datasets: Sequence[Any]) -> M2MVDataCollator:
+                  datasets: Sequence[Any], padding_free: bool = False) -> M2MVDataCollator:
     """The collator, after checking every row's prompt and (if used) the precomputed embeddings against the model.
 
     Building all prompts up front turns a bad conditioning value (an unknown MV type...) or a prompt longer than
@@ -94,7 +122,11 @@ def make_collator(model, processor, script_args, training_args, config_name: str
     """
     collator = M2MVDataCollator(processor, config_name, training_args.max_length, script_args.use_genre_tags,
                                 script_args.use_mv_type, script_args.use_lyrics_understanding,
-                                script_args.prompt_frames)
+                                script_args.prompt_frames, padding_free=padding_free)
+    if padding_free and model.config.prellm_fusion_layers:
+        raise TrainingError(f"padding_free: this model fuses the prompt's input segment before the LM "
+                            f"(prellm_fusion_layers={model.config.prellm_fusion_layers}) over the padded batch; "
+                            "train it without --padding_free")
     datasets = [ds for ds in datasets if ds is not None]
     song_ids: list[str] = []
     truncated = total = 0

@@ -35,7 +35,7 @@ def main(script_args, training_args, model_args) -> M2MVSFTTrainer:
     """Train one stage; returns the trainer (its output folder is written)."""
     # Checks that need nothing loaded: paths, stage 2's stage-1 input, the output folder
     model_path = check_args(script_args, training_args, model_args)
-    prepare_training_args(training_args)
+    padding_free = prepare_training_args(training_args)
     set_seed(training_args.seed)  # before the LoRA weights are drawn: every process and every rerun draws the same
 
     # Model and processor, then what trains: stage 1 the adaptor, stage 2 the adaptor + LoRA
@@ -44,7 +44,8 @@ def main(script_args, training_args, model_args) -> M2MVSFTTrainer:
 
     # Data and collator (columns, prompts, max_length and precomputed embeddings are checked here)
     train_dataset, eval_dataset, config_name = load_datasets(script_args)
-    collator = make_collator(model, processor, script_args, training_args, config_name, [train_dataset, eval_dataset])
+    collator = make_collator(model, processor, script_args, training_args, config_name, [train_dataset, eval_dataset],
+                             padding_free=padding_free)
 
     trainer = M2MVSFTTrainer(model=model, args=training_args, data_collator=collator, train_dataset=train_dataset,
                              eval_dataset=eval_dataset, processing_class=processor, m2mv_args=script_args,

@@ -90,9 +90,13 @@ class M2MVSFTTrainer(SFTTrainer):
     def m2mv_record(self):
         """``(record, facts)``: what ``m2mv_training.json`` and the card say (stage, base model, dataset, config,
         losses, lineage; which weights are random)."""
-        return training_record(self.m2mv_source, Path(self.args.hub_model_id or self.args.output_dir).name,
-                               self.m2mv_args, self.args, self.m2mv_model_args, self.accelerator.num_processes,
-                               self.state.log_history, getattr(self.model.config, "_name_or_path", None))
+        record, facts = training_record(self.m2mv_source, Path(self.args.hub_model_id or self.args.output_dir).name,
+                                        self.m2mv_args, self.args, self.m2mv_model_args,
+                                        self.accelerator.num_processes, self.state.log_history,
+                                        getattr(self.model.config, "_name_or_path", None))
+        # m2mv's collator packs, not TRL's (whose flag prepare_training_args clears)
+        record["config"]["padding_free"] = bool(getattr(self.data_collator, "padding_free", False))
+        return record, facts
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
                           tags: str | list[str] | None = None):
