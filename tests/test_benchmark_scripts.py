@@ -27,6 +27,29 @@ def test_full_size_stage2_step_code_runs_small_on_cpu(tiny_checkpoint):
     assert report["lm_params_B"] > 0 and 0 < report["encoder_share"] < 1
 
 
+def test_full_size_stage2_tuned_options_give_the_same_first_loss(tiny_checkpoint):
+    """Rows of varied lengths, padded vs packed without activation checkpointing and with fused AdamW: the
+    untrained step sees the same tokens, so the same loss; tokens/s counts real tokens only."""
+    from transformers import AutoConfig
+
+    bench = load_script("training")
+    config = AutoConfig.from_pretrained(tiny_checkpoint, trust_remote_code=True)
+    lengths = bench.row_lengths("varied", 4, 96)
+    assert len(set(lengths)) > 1 and all(24 <= n <= 96 for n in lengths)
+    assert bench.row_lengths("full", 3, 96) == [96] * 3
+    padded = bench.gpu_full_size_stage2(steps=1, peak=1.0, config=config, device="cpu", lengths=lengths)
+    packed = bench.gpu_full_size_stage2(steps=1, peak=1.0, config=config, device="cpu", lengths=lengths,
+                                        padding_free=True, activation_checkpointing=False, fused_optimizer=True)
+    assert packed["first_loss"] == pytest.approx(padded["first_loss"], abs=5e-4)  # 3e-3 off without position ids
+    assert padded["tokens"] == packed["tokens"] == sum(lengths) < padded["padded_tokens"] == 4 * max(lengths)
+    assert packed["tokens_per_s"] == pytest.approx(sum(lengths) / packed["step_s"])
+    options = ("padding_free", "activation_checkpointing", "fused_optimizer")
+    assert [packed[k] for k in options] == [True, False, True] and [padded[k] for k in options] == [False, True, False]
+    batch = bench.step_batch(lengths, config.text_config.vocab_size, config.audio_token_id, padding_free=True)
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert (batch["input_ids"] == config.audio_token_id).sum() == 4
+
+
 def test_gpu_checks_refuse_to_run_without_a_gpu(tmp_path, capsys, monkeypatch):
     import torch
 
