@@ -586,6 +586,42 @@ def test_padding_free_training_takes_the_same_steps(stage1_out, toy, tmp_path):
     assert record["config"]["padding_free"] is True
 
 
+def test_conditioning_dropout_drops_fields_from_training_prompts_only(plain_tiny, toy):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(plain_tiny, trust_remote_code=True)
+    row = next(r for r in load_split(toy, "mv_description", "train") if r["lyrics_understanding"])
+    collator = M2MVDataCollator(processor, "mv_description", 256, conditioning_dropout=0.5)
+    torch.manual_seed(0)
+    given = [collator.conditioning(row) for _ in range(400)]
+    fields = collator.for_eval().conditioning(row)
+    kept = {name: sum(name in g for g in given) / len(given) for name in fields}
+    assert set(kept) == {"genre_tags", "mv_type", "lyrics_understanding"}
+    assert all(0.4 < share < 0.6 for share in kept.values()), kept  # each field kept about half the time
+    assert 0.07 < sum(not g for g in given) / len(given) < 0.19  # music only about 1/8 of the time
+    full = M2MVDataCollator(processor, "mv_description", 256)
+    assert collator.for_eval() == full and collator.for_eval().prompt(row) == full.prompt(row)
+    state = torch.get_rng_state()
+    full.prompt(row)
+    assert torch.equal(state, torch.get_rng_state())  # no dropout: nothing drawn, so no run changes by it
+
+
+def test_conditioning_dropout_trains_on_fewer_fields_and_evaluates_on_all(stage1_out, toy, tmp_path):
+    common = ["--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", toy, "--max_steps", 2,
+              "--audio_embeds", "off", "--eval_on_start", "true", "--eval_strategy", "no", "--lora_dropout", 0]
+    plain = run(*common, "--output_dir", tmp_path / "plain")
+    dropped = run(*common, "--output_dir", tmp_path / "dropped", "--conditioning_dropout", 0.5)
+    initial = [[e["eval_loss"] for e in t.state.log_history if "eval_loss" in e][0] for t in (plain, dropped)]
+    assert initial[0] == pytest.approx(initial[1], abs=1e-6)  # the held-out prompts keep every field
+    a, b = ([e["loss"] for e in t.state.log_history if "loss" in e] for t in (plain, dropped))
+    assert a[0] != pytest.approx(b[0], abs=1e-4)  # the training prompts do not
+    record = json.loads((tmp_path / "dropped" / "m2mv_training.json").read_text())
+    assert record["config"]["conditioning_dropout"] == 0.5
+    with pytest.raises(TrainingError, match="conditioning_dropout 1.0 must be in"):
+        run(*common, "--output_dir", tmp_path / "bad", "--conditioning_dropout", 1.0)
+    assert_nothing_trained(tmp_path / "bad")
+
+
 def test_packing_is_refused_and_fusion_is_not_packed(stage1_out, toy, tmp_path):
     from m2mv.training.collator import pack_rows
 

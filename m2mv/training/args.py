@@ -59,6 +59,11 @@ class M2MVScriptArguments:
         "help": "Stage 2: when a target's frames (its `frames` column) are not the fixed 2-s grid (e.g. "
                 "beat-aligned), list them in the prompt (`Frames: [00:00-00:01.87], ...` with the given-frames "
                 "instruction), as `m2mv describe --align beats` prompts; fixed-grid targets keep the plain prompt."})
+    conditioning_dropout: float = field(default=0.0, metadata={
+        "help": "Stage 2: leave each conditioning field (genre tags, MV type, lyrics understanding) out of a "
+                "training prompt with this probability, independently, so that prompts with fewer inputs (the "
+                "benchmark's ablation rows, music only) are in the training distribution; held-out prompts keep "
+                "all of them."})
     zero_audio: bool = field(default=False, metadata={
         "help": "Ablation: replace every input's audio features by zeros (the audio then carries no information)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
@@ -220,6 +225,8 @@ def _check_data(script_args: M2MVScriptArguments, training_args) -> None:
         raise TrainingError("max_train_samples / max_eval_samples must be >= 1")
     if training_args.max_length is not None and training_args.max_length < 8:
         raise TrainingError(f"max_length {training_args.max_length} is too small for a prompt")
+    if not 0.0 <= script_args.conditioning_dropout < 1.0:
+        raise TrainingError(f"conditioning_dropout {script_args.conditioning_dropout} must be in [0, 1)")
     if training_args.packing:
         raise TrainingError("packing: m2mv's collator builds each batch from whole dataset rows (audio + prompt + "
                             "answer), which TRL's packing would cut apart; use --padding_free true, which "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class M2MVDataCollator:
     with ``position_ids`` restarting at 0 for each and no ``attention_mask``, so no step computes padding; the
     attention then keeps each row to itself (transformers reads the packing from the position ids; the model
     must run without a cache, as training does). The audio stays one entry per row, in order.
+    ``conditioning_dropout``: each conditioning field a row gives is left out of its prompt with this probability
+    (torch's global generator, which the trainer's checkpoints save, so a resumed run draws the same); the
+    trainer evaluates with a copy at 0 (:meth:`for_eval`).
     """
 
     processor: Any
@@ -54,11 +57,20 @@ class M2MVDataCollator:
     audio_embeds: AudioEmbedsTable | None = None
     zero_audio_embeds: np.ndarray | None = None
     padding_free: bool = False
+    conditioning_dropout: float = 0.0
 
     def conditioning(self, row: Mapping) -> dict:
         if self.config_name != MV_DESCRIPTION:
             return {}
-        return conditioning(row, [column for column, flag in SWITCHES.items() if getattr(self, flag)])
+        given = conditioning(row, [column for column, flag in SWITCHES.items() if getattr(self, flag)])
+        if self.conditioning_dropout:
+            given = {name: value for name, value in given.items()
+                     if float(torch.rand(())) >= self.conditioning_dropout}
+        return given
+
+    def for_eval(self) -> M2MVDataCollator:
+        """The same collator without conditioning dropout: held-out prompts keep every field."""
+        return replace(self, conditioning_dropout=0.0)
 
     def prompt(self, row: Mapping) -> str:
         given = self.conditioning(row)
@@ -122,7 +134,8 @@ def make_collator(model, processor, script_args, training_args, config_name: str
     """
     collator = M2MVDataCollator(processor, config_name, training_args.max_length, script_args.use_genre_tags,
                                 script_args.use_mv_type, script_args.use_lyrics_understanding,
-                                script_args.prompt_frames, padding_free=padding_free)
+                                script_args.prompt_frames, padding_free=padding_free,
+                                conditioning_dropout=script_args.conditioning_dropout)
     if padding_free and model.config.prellm_fusion_layers:
         raise TrainingError(f"padding_free: this model fuses the prompt's input segment before the LM "
                             f"(prellm_fusion_layers={model.config.prellm_fusion_layers}) over the padded batch; "

@@ -18,7 +18,7 @@ SUMMARY_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "optim", "
                 "adam_beta2", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
                 "num_train_epochs", "max_steps", "max_length", "seed", "bf16", "fp16", "activation_checkpointing")
 SCRIPT_KEYS = ("train_split", "eval_split", "use_genre_tags", "use_mv_type", "use_lyrics_understanding",
-               "prompt_frames", "zero_audio", "max_train_samples", "audio_embeds")
+               "prompt_frames", "conditioning_dropout", "zero_audio", "max_train_samples", "audio_embeds")
 
 
 def training_results(log_history: list[dict]) -> dict:

@@ -51,6 +51,15 @@ class M2MVSFTTrainer(SFTTrainer):
         if self.is_world_process_zero():
             shutil.rmtree(Path(self.args.output_dir) / STAGING_FOLDER, ignore_errors=True)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Held-out batches through the collator without conditioning dropout (every prompt keeps all fields)."""
+        train_collator = self.data_collator
+        self.data_collator = getattr(train_collator, "for_eval", lambda: train_collator)()
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
     # -- checkpoints: written into a staging folder, renamed into place when complete ----------------------------
     def _save_checkpoint(self, model, trial):
         run_dir = Path(self._get_output_dir(trial=trial))
