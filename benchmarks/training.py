@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -179,7 +180,8 @@ def gpu_full_size_stage2(seq_len: int = 1024, batch: int = 2, steps: int = 5, pe
     lengths = lengths or [seq_len] * batch
     config = config or M2MVConfig()  # ImageBind-Huge audio branch + Vicuna-7B sizes (vocab 32001)
     torch.manual_seed(0)
-    if device == "cuda":
+    if device == "cuda":  # the step before may have left a model in reference cycles
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with torch.device(device):
@@ -191,7 +193,6 @@ def gpu_full_size_stage2(seq_len: int = 1024, batch: int = 2, steps: int = 5, pe
                            dtype=torch.bfloat16)
     with torch.no_grad():  # the frozen encoder's forward, as a re-encoding step would run it
         encoder_s, _ = timed(lambda: model.audio_tower(features).pooler_output, repeat=steps)
-    del features
     model = get_peft_model(model, LoraConfig(r=32, lora_alpha=32, lora_dropout=0.1,
                                              target_modules=lora_target_regex(None),
                                              modules_to_save=["multi_modal_projector"]))
@@ -231,7 +232,6 @@ def gpu_full_size_stage2(seq_len: int = 1024, batch: int = 2, steps: int = 5, pe
               "peak_bf16_tflops": peak, "mfu": mfu, "encoder_s": encoder_s,
               "encoder_share": encoder_s / (encoder_s + step_s),
               "max_memory_GiB": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
-    del model, optimizer, inputs
     return report
 
 
