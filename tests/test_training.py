@@ -219,7 +219,8 @@ def test_embeddings_missing_songs_are_refused(plain_tiny, toy, tmp_path):
             tmp_path / "out")
 
 
-def test_unknown_mv_type_in_the_data_is_refused_before_training(stage1_out, toy, tmp_path):
+@pytest.mark.parametrize("dropout", [0, 0.9])  # the checks see every field, whatever training's prompts drop
+def test_unknown_mv_type_in_the_data_is_refused_before_training(stage1_out, toy, tmp_path, dropout):
     from datasets import load_dataset
 
     data = tmp_path / "data"
@@ -231,7 +232,7 @@ def test_unknown_mv_type_in_the_data_is_refused_before_training(stage1_out, toy,
         ds.to_parquet(str(data / "mv_description" / f"{split}-00000-of-00001.parquet"))
     with pytest.raises(TrainingError, match="row 3 .*unknown MV type 'Puppet Show'"):
         run("--config", TINY2, "--model_name_or_path", stage1_out[0], "--dataset_path", data, "--output_dir",
-            tmp_path / "out")
+            tmp_path / "out", "--conditioning_dropout", dropout)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -144,7 +144,9 @@ def make_collator(model, processor, script_args, training_args, config_name: str
     song_ids: list[str] = []
     truncated = total = 0
     for ds in datasets:
-        stats = measure_lengths(processor, ds.select_columns([c for c in ds.column_names if c != "audio"]), collator)
+        # every field checked and measured, whatever conditioning dropout leaves out of a training prompt
+        stats = measure_lengths(processor, ds.select_columns([c for c in ds.column_names if c != "audio"]),
+                                collator.for_eval())
         truncated, total = truncated + stats["truncated"], total + stats["rows"]
         song_ids.extend(ds["song_id"])
     if truncated:
