@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from m2mv.beats import beats_within, group_beats
+from m2mv.data.demo_words import LIGHT_BY_BRIGHTNESS, SHOT_BY_LEVEL, brightness_word, dynamics_word, tempo_word
 from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, description_columns
 from m2mv.data.taxonomy import mv_type, mv_type_from_genre
 from m2mv.data.writing import (
@@ -38,38 +39,12 @@ from mv_format_m2mv import FRAME_STEP_SECONDS, format_mv_description, frame_boun
 # -- rules: audio measurements -> words ---------------------------------------------------------------------------
 
 
-def tempo_word(bpm: float | None) -> str:
-    if not bpm:
-        return "free-flowing"
-    return "slow" if bpm < 85 else "mid-tempo" if bpm < 115 else "fast" if bpm < 145 else "very fast"
-
-
-def brightness_word(centroid_hz: float) -> str:
-    return "dark" if centroid_hz < 1200 else "warm" if centroid_hz < 2200 else "bright" if centroid_hz < 3500 else "glassy"
-
-
-def dynamics_word(loudness: list[float]) -> str:
-    first, last = np.mean(loudness[: len(loudness) // 2]), np.mean(loudness[len(loudness) // 2:])
-    if last - first > 3:
-        return "building up"
-    if first - last > 3:
-        return "fading down"
-    return "steady" if np.ptp(loudness) < 6 else "restless"
-
-
 def mv_type_for(genre: str, bpm: float | None) -> str:
     """Rule-based MV type: the taxonomy type whose genre hint the source genre mentions first
     (``m2mv/data/mv_types.json``), else by tempo; always a taxonomy type."""
     return mv_type_from_genre(genre) or ("Dance/Choreography" if (bpm or 0) >= 120 else "Artistic/Abstract")
 
 
-SHOT_BY_LEVEL = {
-    "quiet": "a still, wide shot in soft light",
-    "medium": "the camera glides slowly",
-    "loud": "quick cuts and a moving camera",
-}
-LIGHT_BY_BRIGHTNESS = {"dark": "deep shadows", "warm": "warm amber light", "bright": "bright daylight colours",
-                       "glassy": "sharp white highlights"}
 def _level(dbfs: float, quiet: float, loud: float) -> str:
     return "quiet" if dbfs < quiet else "loud" if dbfs > loud else "medium"
 

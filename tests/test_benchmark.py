@@ -178,6 +178,22 @@ def test_ablation_one_command_one_table(checkpoint, dataset_dir, tmp_path, capsy
     assert configs == set(ABLATION)
 
 
+def test_a_condition_asking_what_an_earlier_one_asked_is_not_generated_again(checkpoint, dataset_dir, tmp_path):
+    """Row 0 has no lyrics: on it "+ lyrics" prompts exactly as "music only" and takes its answers; rows 0-1 (row 1
+    has lyrics) differ, and are generated."""
+    out = tmp_path / "same"
+    one = run_benchmark(checkpoint, dataset_dir, output_dir=out, conditions=["music_only", "lyrics"],
+                        **{**FAST, "limit": 1})
+    assert one.same_prompts == {"lyrics": "music_only"} and one.generated_rows == {"music_only": 1, "lyrics": 0}
+    music, lyrics = (read_predictions(out / f"predictions-{k}.jsonl") for k in ("music_only", "lyrics"))
+    assert lyrics[0]["condition"] == "lyrics" and lyrics[0]["prediction"] == music[0]["prediction"]
+    assert one.metrics["lyrics"]["same_prompts_as"] == "music_only"
+    assert "same prompts, so the same answers (generated once): + lyrics understanding = music only" in one.table
+    two = run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "two", conditions=["music_only", "lyrics"],
+                        **{**FAST, "limit": 2})
+    assert two.same_prompts == {} and two.generated_rows == {"music_only": 2, "lyrics": 2}
+
+
 def test_zero_audio_gives_the_encoder_zeros(checkpoint, dataset_dir):
     """describe_batch(zero_audio=True), the benchmark's control row, feeds the encoder all-zero features of the
     audio's shape (what training's ``zero_audio`` gives); without it the encoder gets the audio's."""

@@ -334,3 +334,20 @@ def test_push_to_hub_creates_a_private_dataset_repo_with_the_env_token(built, mo
     body = json.loads(create[0][3])
     assert body["type"] == "dataset" and body["visibility"] == "private" and body["name"] == "m2mv-demo"
     assert create[0][2] == "Bearer hf_test_token"
+
+
+def test_load_split_joins_splits_written_with_a_plus(built, tmp_path):
+    from dataset_scripts.demo_dataset import build_demo_dataset
+    from m2mv.data.loading import load_split
+    from m2mv.errors import DatasetError
+
+    out = tmp_path / "ds"
+    build_demo_dataset(built[2], out, ratios=(0.2, 0.4, 0.4), progress=False)
+    validation, test = (load_split(out, "mv_description", s) for s in ("validation", "test"))
+    joined = load_split(out, "mv_description", "validation+test")
+    assert len(validation) and len(test) and list(joined["song_id"]) == [*validation["song_id"], *test["song_id"]]
+    for bad in ("validation+", "test+test"):
+        with pytest.raises(DatasetError, match="join distinct split names"):
+            load_split(out, "mv_description", bad)
+    with pytest.raises(DatasetError, match="no split|no Parquet files"):
+        load_split(out, "mv_description", "validation+dev")

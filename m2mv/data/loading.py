@@ -90,11 +90,17 @@ def _read(path: Path, config: str, split: str):
 def load_split(dataset: str | Path, config: str, split: str, required: Iterable[str] | None = None):
     """One split of one config as a ``datasets.Dataset``, audio kept encoded.
 
+    ``split`` may join splits the way ``datasets`` writes it, ``"validation+test"``: their rows in that order.
     ``required``: the columns the caller needs (default: all of the config's, m2mv/data/schema.py); a missing
     one, an empty split or an unreadable file is a :class:`~m2mv.errors.DatasetError` naming the dataset.
     """
     if config not in COLUMNS:
         raise DatasetError(f"unknown dataset config {config!r}; known: {', '.join(COLUMNS)}")
+    if "+" in split:
+        parts = [part.strip() for part in split.split("+")]
+        if not all(parts) or len(set(parts)) < len(parts):
+            raise DatasetError(f"split {split!r}: join distinct split names with '+', e.g. 'validation+test'")
+        return datasets.concatenate_datasets([load_split(dataset, config, part, required) for part in parts])
     path = Path(dataset)
     ds = _read(path, config, split)
     missing = (missing_columns(config, ds.column_names) if required is None

@@ -52,6 +52,7 @@ from m2mv.data.fileio import append_jsonl, atomic_write_json, atomic_write_text,
 from m2mv.data.loading import load_split
 from m2mv.data.schema import MV_DESCRIPTION, TARGET_COLUMN, conditioning
 from m2mv.checkpoints.nextgpt import NEXTGPT, use_framework_prompt
+from m2mv.evaluation.music_facts import score_music_facts
 from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, PROMPTS, ZEROED_AUDIO, results_file_name,
                                         run_key, run_label, split_key)
 from m2mv.errors import BenchmarkError, CheckpointError, DatasetError, UsageError
@@ -70,6 +71,9 @@ STRUCTURE_METRICS = [("parse_rate", "parsed", "m2mv_parse_rate", "parse rate"),
                      ("frame_count_error", "frame err", "m2mv_frame_count_error", "mean |frame count error|"),
                      ("timestamp_coverage", "coverage", "m2mv_timestamp_coverage", "timestamp coverage"),
                      ("beat_alignment", "on beat", "m2mv_beat_alignment", "frame boundaries on beats")]
+# what the music says, where the references state measured facts (the demo dataset): m2mv.evaluation.music_facts
+MUSIC_METRICS = [("music_facts", "facts", "m2mv_music_facts", "music facts"),
+                 ("frame_shots", "shots", "m2mv_frame_shots", "frame shots")]
 
 
 @dataclass
@@ -87,6 +91,7 @@ class BenchmarkResult:
     failed_rows: dict[str, int] = field(default_factory=dict)
     align: str = "fixed"
     beat_fallback_rows: dict[str, int] = field(default_factory=dict)
+    same_prompts: dict[str, str] = field(default_factory=dict)  # run key -> the earlier run it asks exactly as
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,6 +205,23 @@ def _record(index: int, row: dict, condition: str, request: DescribeRequest, res
     return record
 
 
+def prompt_signature(ds, condition: str, rows: int) -> str:
+    """What a condition asks of rows ``0..rows-1`` (each row's conditioning, and whether its audio is zeroed): two
+    conditions with the same signature prompt every row alike (``lyrics`` is ``music_only`` where no row has lyrics)."""
+    _, columns = ABLATION[condition]
+    present = [c for c in columns if c in ds.column_names]
+    values = ds.select(range(rows)).select_columns(present).to_list() if present else [{}] * rows
+    return json.dumps([condition == ZEROED_AUDIO, [conditioning(row, columns) for row in values]], sort_keys=True)
+
+
+def copy_predictions(source: Path, path: Path, condition: str) -> None:
+    """Write ``source``'s records into ``path`` as ``condition``'s (the same prompts, so the same answers: generated
+    once)."""
+    records = read_predictions(source)
+    atomic_write_text(path, "".join(json.dumps({**r, "condition": condition}, ensure_ascii=False) + "\n"
+                                    for _, r in sorted(records.items())))
+
+
 def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwargs: dict, batch_size: int,
                        seed: int, rows: int, progress: bool = True, align: str = "fixed",
                        constrained: bool = False) -> int:
@@ -262,6 +284,7 @@ def score_predictions(metric, ds, records: dict[int, dict], rows: int, bertscore
     if bertscore_model is not None:
         kwargs.update(bertscore_model=str(bertscore_model), bertscore_num_layers=bertscore_num_layers)
     result = metric.compute(predictions=predictions, references=references, **kwargs)
+    result.update(score_music_facts(predictions, [r if isinstance(r, str) else r[0] for r in references]))
     result["failed_rows"] = sum("error" in records[i] for i in range(rows))
     result["align"] = align
     if align == "beats":
@@ -277,12 +300,14 @@ def _fmt(value, scale: float = 1.0, digits: int = 1) -> str:
 def format_table(metrics: dict[str, dict], title: str = "") -> str:
     """A Markdown table: one row per condition, the paper's four numbers then the structure metrics (``title``:
     a line above it, e.g. which baseline it is)."""
-    header = ["inputs"] + [h for _, h, _, _ in TEXT_METRICS] + [h for _, h, _, _ in STRUCTURE_METRICS]
+    music = [m for m in MUSIC_METRICS if any(r.get(m[0]) is not None for r in metrics.values())]
+    header = ["inputs"] + [h for _, h, _, _ in TEXT_METRICS + STRUCTURE_METRICS + music]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for run, result in metrics.items():
         cells = [run_label(run)] + [_fmt(result.get(key)) for key, _, _, _ in TEXT_METRICS]
         for key, _, _, _ in STRUCTURE_METRICS:
             cells.append(_fmt(result.get(key), 1.0, 2) if key == "frame_count_error" else _fmt(result.get(key), 100))
+        cells += [_fmt(result.get(key), 100) for key, _, _, _ in music]
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(metrics.values()))
     notes = [f"rows: {first['num_examples']}; BLEU: sacrebleu {first['bleu_signature']}; ROUGE-L: "
@@ -291,6 +316,14 @@ def format_table(metrics: dict[str, dict], title: str = "") -> str:
                               f"{first['bertscore_hash']})" if first.get("bertscore_model") else "not computed"),
              "parsed / overview / on beat: % of outputs (on beat: % of frame boundaries); coverage: % of the clip's "
              "seconds covered by frames; frame err: mean |frame count - expected|"]
+    if music:
+        notes.append("facts: % of the reference overview's measured facts (tempo, genre, key, light, dynamics) the "
+                     "output's overview states the same; shots: % of reference frames whose shot (from its "
+                     "loudness) the output's frame at that time names")
+    same = {c: r["same_prompts_as"] for c, r in metrics.items() if r.get("same_prompts_as")}
+    if same:
+        notes.append("same prompts, so the same answers (generated once): " + ", ".join(
+            f"{run_label(c)} = {run_label(e)}" for c, e in same.items()))
     failed = {c: r["failed_rows"] for c, r in metrics.items() if r.get("failed_rows")}
     if failed:
         notes.append("rows that failed (scored as empty outputs): " + ", ".join(f"{c} {n}" for c, n in failed.items()))
@@ -320,7 +353,7 @@ def update_model_card(model_dir: Path, metrics: dict[str, dict], dataset_name: s
     new = []
     for run, result in metrics.items():
         label = run_label(run)
-        for key, _, metric_type, name in TEXT_METRICS + STRUCTURE_METRICS:
+        for key, _, metric_type, name in TEXT_METRICS + STRUCTURE_METRICS + MUSIC_METRICS:
             value = result.get(key)
             if value is None:
                 continue
@@ -485,11 +518,19 @@ def run_benchmark(
     log(f"model {model_dir} | dataset {dataset} [{split}] rows {rows}/{total_rows} | decoding {decoding} | "
         f"frames {align} | prompt {prompt} | output {output_dir}")
     keys = [run_key(condition, align) for condition in conditions]
+    first_with: dict[str, str] = {}  # prompt signature -> the first run key that asks it
     for condition, key in zip(conditions, keys):
         path = output_dir / f"predictions-{key}.jsonl"
         started = time.perf_counter()
-        result.generated_rows[key] = generate_condition(model, processor, ds, condition, path, gen_kwargs,
-                                                        batch_size, seed, rows, progress, align, constrained)
+        earlier = first_with.setdefault(prompt_signature(ds, condition, rows), key)
+        if earlier != key:
+            result.same_prompts[key] = earlier
+            log(f"{key}: every prompt is {earlier}'s (no row has its inputs): its answers are {earlier}'s")
+            copy_predictions(result.predictions[earlier], path, condition)
+            result.generated_rows[key] = 0
+        else:
+            result.generated_rows[key] = generate_condition(model, processor, ds, condition, path, gen_kwargs,
+                                                            batch_size, seed, rows, progress, align, constrained)
         result.seconds[key] = time.perf_counter() - started
         result.predictions[key] = path
     for key in keys:
@@ -497,6 +538,8 @@ def run_benchmark(
         _report_rows(records, rows, key, result, log)
         result.metrics[key] = score_predictions(metric, ds, records, rows, bertscore_model, bertscore_num_layers,
                                                 align)
+        if key in result.same_prompts:
+            result.metrics[key]["same_prompts_as"] = result.same_prompts[key]
     title = PROMPTS[prompt][1]
     if constrained:
         title = f"{title} (constrained frames)" if title else "Constrained frames"
