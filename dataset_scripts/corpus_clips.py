@@ -29,7 +29,6 @@ CLIP_S = 30.0
 SILENCE_DBFS = -50.0  # clips with a lower RMS level are rejected
 RENDER_RATE = 44100
 RENDER_PEAK_DBFS = -1.0  # renders are scaled so that the whole track peaks here
-TWO_CLIPS_MIN_S = 3 * CLIP_S  # two clips (centred at 1/3 and 2/3) need 90 s to stay apart
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -37,13 +36,15 @@ TWO_CLIPS_MIN_S = 3 * CLIP_S  # two clips (centred at 1/3 and 2/3) need 90 s to 
 
 
 def clip_offsets(duration_s: float, clip_s: float = CLIP_S, clips_per_track: int = 1) -> list[float]:
-    """Start times of the clips of a track: [] when shorter than clip_s; the middle clip; or, with
-    clips_per_track >= 2 and a track of at least 3 * clip_s, two clips centred at 1/3 and 2/3 (apart by >= clip_s/2)."""
+    """Start times of the clips of a track: [] when shorter than clip_s; else k = min(clips_per_track,
+    duration // clip_s - 1) clips centred at 1/(k+1) .. k/(k+1) of the track (no two overlap), or the middle clip
+    when k < 2 (two clips centred at 1/3 and 2/3 need a track of 3 * clip_s)."""
     if duration_s < clip_s:
         return []
-    if clips_per_track >= 2 and duration_s >= 3 * clip_s:
-        return [duration_s / 3 - clip_s / 2, 2 * duration_s / 3 - clip_s / 2]
-    return [(duration_s - clip_s) / 2]
+    count = min(clips_per_track, int(duration_s // clip_s) - 1)
+    if count < 2:
+        return [(duration_s - clip_s) / 2]
+    return [duration_s * i / (count + 1) - clip_s / 2 for i in range(1, count + 1)]
 
 
 def cut_clip(y: np.ndarray, sr: int, offset_s: float, clip_s: float = CLIP_S) -> np.ndarray:

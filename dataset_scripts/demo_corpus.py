@@ -1,6 +1,7 @@
 """Build the m2mv demo corpus: 30-s clips of REAL music from Debian game/music packages, with licences and analysis.
 
-    python -m dataset_scripts.demo_corpus --out DIR [--subset small|full] [--jobs N] [--cache-dir DIR]
+    python -m dataset_scripts.demo_corpus --out DIR [--subset small|full] [--clips-per-track N] [--jobs N]
+                                         [--cache-dir DIR]
 
 or ``build_demo_corpus(out_dir, subset="small", cache_dir=None)``. This is NOT Music4All: it is a stand-in for tests
 and demos, from the packages listed in ``/work/shared/demo-corpus.md`` (GPL and Creative Commons music).
@@ -10,12 +11,14 @@ Steps, per source package:
    system install); zip archives inside (``.pk3``) are extracted;
 2. MIDI files are rendered with fluidsynth and the TimGM6mb General MIDI soundfont, tracker modules with openmpt123,
    both as float WAV at 44.1 kHz (peak-normalised to -1 dBFS per track); OGG files are read at their own rate;
-3. from every track of at least 30 s, one 30-s clip from its middle (``full``: two non-overlapping clips, centred at
-   1/3 and 2/3, from tracks of 90 s or more); clips quieter than -50 dBFS RMS are rejected (and logged);
+3. from every track of at least 30 s, 30-s clips that do not overlap, evenly spaced (``small``: its middle 30 s,
+   ``full``: up to 2, ``--clips-per-track N``: up to N; a track too short for two gives its middle 30 s); clips
+   quieter than -50 dBFS RMS are rejected (and logged);
 4. each clip is written as 16-bit FLAC (source rate and channels) and analysed (`audio_analysis.analyse_clip`).
 
 Subsets: ``small`` = openttd-openmsx (jazz/blues MIDI), pingus-data (tracker modules), nexuiz-music (techno), a
-fixed pseudo-random choice of tracks (about 30 clips; minutes on 2 cores); ``full`` = every track of those and of
+fixed pseudo-random choice of 30 tracks (30 clips, or about 90 with ``--clips-per-track 4``; minutes on 2
+cores); ``full`` = every track of those and of
 wesnoth-1.16-music, supertux-data and ufoai-music (about 400 clips, 3+ hours).
 
 Output folder::
@@ -296,18 +299,22 @@ def build_demo_corpus(
     *,
     sources: list[str] | None = None,
     max_tracks_per_source: int | None = None,
+    clips_per_track: int | None = None,
     jobs: int | None = None,
     progress: bool = True,
 ) -> Path:
     """Build (or finish, or refresh) the demo corpus in out_dir; returns the path of its manifest.jsonl.
 
-    subset: "small" (about 30 clips from 3 small packages) or "full" (all tracks of all packages).
-    sources: restrict to these packages (names from SOURCES); max_tracks_per_source: cap the tracks taken from each
-    (for tests); jobs: worker processes (default: CPU count, at most 4).
+    subset: "small" (30 tracks from 3 small packages, one clip each) or "full" (all tracks of all packages, up to 2
+    clips each). sources: restrict to these packages (names from SOURCES); max_tracks_per_source: cap the tracks
+    taken from each (for tests); clips_per_track: instead of the subset's; jobs: worker processes (default: CPU
+    count, at most 4).
     """
     t_start = time.time()
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {sorted(SUBSETS)}, got {subset!r}")
+    if clips_per_track is not None and clips_per_track < 1:
+        raise ValueError(f"clips_per_track must be at least 1, got {clips_per_track}")
     cfg = SUBSETS[subset]
     names = list(sources) if sources else list(cfg["sources"])
     unknown = [n for n in names if n not in SOURCES]
@@ -322,7 +329,7 @@ def build_demo_corpus(
 
     roots = _fetch_packages(names, cache)
     renderers = _prepare_renderers(names, cache)
-    tasks_by_source = _plan_tracks(names, roots, renderers, cache, cfg["clips_per_track"])
+    tasks_by_source = _plan_tracks(names, roots, renderers, cache, clips_per_track or cfg["clips_per_track"])
     results = _cut_clips(tasks_by_source, cfg["limited"], max_tracks_per_source, jobs, progress)
     records, rejects = _write_output(out, results, roots, renderers, progress)
 
@@ -422,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", default=None, help=f"comma-separated packages to use instead of the subset's "
                     f"({', '.join(SOURCES)})")
     ap.add_argument("--max-tracks", type=int, default=None, help="at most this many tracks per source")
+    ap.add_argument("--clips-per-track", type=int, default=None, help="at most this many clips per track (default: "
+                    "the subset's)")
     ap.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPUs, at most 4)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -431,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build_demo_corpus(
             args.out, args.subset, args.cache_dir,
             sources=[s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None,
-            max_tracks_per_source=args.max_tracks, jobs=args.jobs, progress=not args.no_progress,
+            max_tracks_per_source=args.max_tracks, clips_per_track=args.clips_per_track, jobs=args.jobs,
+            progress=not args.no_progress,
         )
     except (CorpusError, ValueError) as e:
         log.error("%s", e)

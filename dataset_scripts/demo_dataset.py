@@ -104,6 +104,20 @@ def render_description(record: dict, mv_type_name: str) -> str:
 # -- the build ------------------------------------------------------------------------------------------------------
 
 
+def track_of(clip_id: str) -> str:
+    """The track a clip id (``package--track--offset in ms``) was cut from."""
+    return clip_id.rsplit("--", 1)[0]
+
+
+def split_key_of(clip_ids: list[str]):
+    """``song_id -> split key``: the id of its track's first clip, so that the clips of one track share a split and a
+    corpus of one clip per track splits exactly as by clip id."""
+    first: dict[str, str] = {}
+    for clip_id in sorted(clip_ids):
+        first.setdefault(track_of(clip_id), clip_id)
+    return lambda song_id: first[track_of(song_id)]
+
+
 def read_manifest(corpus_dir: Path) -> list[dict]:
     manifest = corpus_dir / "manifest.jsonl"
     if not manifest.is_file():
@@ -138,15 +152,15 @@ DEMO_SPLIT = (0.6, 0.2, 0.2)
 
 
 def build_demo_data(out_dir: str | Path, max_tracks_per_source: int | None = None,
-                    progress: bool = False) -> tuple[Path, BuildReport]:
+                    clips_per_track: int | None = None, progress: bool = False) -> tuple[Path, BuildReport]:
     """The demo's data as ``m2mv demo`` builds it: the small demo corpus in ``out_dir/corpus`` (renders cached
-    under ~/.cache/m2mv) and its dataset in ``out_dir/dataset``, split :data:`DEMO_SPLIT`. Returns ``(dataset
-    folder, report)``."""
+    under ~/.cache/m2mv; ``max_tracks_per_source`` / ``clips_per_track`` instead of the subset's) and its dataset in
+    ``out_dir/dataset``, split :data:`DEMO_SPLIT` by track. Returns ``(dataset folder, report)``."""
     from dataset_scripts.demo_corpus import build_demo_corpus
 
     out_dir = Path(out_dir)
     manifest = build_demo_corpus(out_dir / "corpus", subset="small", max_tracks_per_source=max_tracks_per_source,
-                                 progress=progress)
+                                 clips_per_track=clips_per_track, progress=progress)
     report = build_demo_dataset(manifest.parent, out_dir / "dataset", ratios=DEMO_SPLIT, progress=progress)
     return out_dir / "dataset", report
 
@@ -158,7 +172,8 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
     records = read_manifest(corpus_dir)
     caption_rows, mv_rows = zip(*(rows_for(r, corpus_dir) for r in records)) if records else ((), ())
     report = write_configs(out_dir, {CAPTIONING: caption_rows, MV_DESCRIPTION: mv_rows}, split_by, ratios, seed,
-                           sum(r["duration_s"] for r in records), progress=progress)
+                           sum(r["duration_s"] for r in records), progress=progress,
+                           song_of=split_key_of([r["clip_id"] for r in records]))
     packages = sorted({f"{r['source_package']} {r['source_version']} ({r['licence']})" for r in records})
     on_beats = sum(uses_beat_frames(r) for r in records)
     card = dataset_card(
@@ -186,7 +201,8 @@ def build_demo_dataset(corpus_dir: str | Path, out_dir: str | Path, split_by: st
                        "description": f"SYNTHETIC (rendered from audio measurements; {on_beats} of "
                                       f"{len(records)} on beat-aligned frames, the rest on 2-s frames)",
                        "artist": "real where the package credits it, else the package name"},
-        split_info=describe_splits(split_by, seed, ratios, song_key="clip id"),
+        split_info=describe_splits(split_by, seed, ratios, song_key="track (the id of its first clip: the clips of "
+                                   "one track share a split)"),
         out_dir=out_dir,
     )
     write_card(out_dir, card)

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from m2mv.data.loading import load_split
 from m2mv.data.writing import assign_split, push_to_hub, split_rows
 from m2mv.errors import DatasetError
 from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, missing_columns
@@ -23,14 +24,16 @@ from m2mv.data.taxonomy import load_mv_types
 from mv_format_m2mv import parse_mv_description
 
 
-def _fake_corpus(folder: Path, n: int = 12, seconds: float = 10.0) -> Path:
-    """A corpus in demo_corpus.py's manifest format, from synthetic clips with fixed measurements."""
+def _fake_corpus(folder: Path, n: int = 12, seconds: float = 10.0, clips_per_track: int = 1) -> Path:
+    """A corpus in demo_corpus.py's manifest format, from synthetic clips with fixed measurements (``clips_per_track``
+    consecutive clips cut from one track)."""
     (folder / "clips").mkdir(parents=True)
     rng = np.random.default_rng(0)
     genres = ["techno, industrial", "jazz, blues", "tracker / chiptune", "orchestral fantasy"]
     with open(folder / "manifest.jsonl", "w") as manifest:
         for i in range(n):
-            clip_id = f"pkg{i % 4}--track-{i}--0000000"
+            track = i // clips_per_track
+            clip_id = f"pkg{track % 4}--track-{track}--{30000 * (i % clips_per_track):07d}"
             sf.write(folder / "clips" / f"{clip_id}.flac", rng.normal(scale=0.1, size=int(seconds * 8000)), 8000)
             windows = int(np.ceil(seconds / 2))
             record = {
@@ -71,6 +74,31 @@ def test_splits_are_deterministic_and_disjoint():
     assert assign_split("s1") == assign_split("s1") and assign_split("s1", seed=1) in ("train", "validation", "test")
     with pytest.raises(ValueError, match="ratios"):
         assign_split("x", ratios=(0.5, 0.5, 0.5))
+
+
+def test_the_clips_of_one_track_share_a_split(tmp_path):
+    from dataset_scripts.demo_dataset import DEMO_SPLIT, build_demo_dataset, split_key_of, track_of
+
+    assert track_of("nexuiz-music--chaos-fog--0120524") == "nexuiz-music--chaos-fog"
+    key = split_key_of(["p--a--0060000", "p--b--0000000", "p--a--0010000"])
+    assert key("p--a--0060000") == key("p--a--0010000") == "p--a--0010000" and key("p--b--0000000") == "p--b--0000000"
+
+    def splits(out: Path) -> dict[str, list[str]]:
+        return {s: sorted(load_split(out, MV_DESCRIPTION, s)["song_id"]) for s in ("train", "validation", "test")}
+
+    build_demo_dataset(_fake_corpus(tmp_path / "c3", n=60, seconds=4.0, clips_per_track=3), tmp_path / "out3",
+                       ratios=DEMO_SPLIT, progress=False)
+    split_of: dict[str, set[str]] = {}
+    for split, song_ids in splits(tmp_path / "out3").items():
+        for song_id in song_ids:
+            split_of.setdefault(track_of(song_id), set()).add(split)
+    assert len(split_of) == 20 and all(len(names) == 1 for names in split_of.values())
+    assert {s for names in split_of.values() for s in names} == {"train", "validation", "test"}
+    # one clip per track: the split is the one the clip ids give (the demo's figures were measured on it)
+    build_demo_dataset(_fake_corpus(tmp_path / "c1", n=30, seconds=4.0), tmp_path / "out1", ratios=DEMO_SPLIT,
+                       progress=False)
+    by_clip = split_rows([{"song_id": i} for ids in splits(tmp_path / "out1").values() for i in ids], ratios=DEMO_SPLIT)
+    assert {s: sorted(r["song_id"] for r in rows) for s, rows in by_clip.items()} == splits(tmp_path / "out1")
 
 
 def test_load_dataset_reads_both_configs(built):
@@ -338,7 +366,6 @@ def test_push_to_hub_creates_a_private_dataset_repo_with_the_env_token(built, mo
 
 def test_load_split_joins_splits_written_with_a_plus(built, tmp_path):
     from dataset_scripts.demo_dataset import build_demo_dataset
-    from m2mv.data.loading import load_split
     from m2mv.errors import DatasetError
 
     out = tmp_path / "ds"

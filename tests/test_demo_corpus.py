@@ -134,6 +134,10 @@ def test_clip_offsets():
     assert clips.clip_offsets(80.0, clips_per_track=2) == [25.0]  # too short for two
     a, b = clips.clip_offsets(120.0, clips_per_track=2)
     assert (a, b) == (25.0, 65.0) and b >= a + 30
+    assert clips.clip_offsets(90.0, clips_per_track=4) == [15.0, 45.0]  # room for two only, back to back
+    four = clips.clip_offsets(200.0, clips_per_track=4)
+    assert four == [25.0, 65.0, 105.0, 145.0] and all(b - a >= 30 for a, b in zip(four, four[1:]))
+    assert clips.clip_offsets(600.0, clips_per_track=4)[-1] + 30 <= 600.0
 
 
 def test_cut_clip_length_and_offset():
@@ -285,6 +289,8 @@ def test_unknown_subset_or_source(tmp_path):
         dc.build_demo_corpus(tmp_path, "medium")
     with pytest.raises(ValueError):
         dc.build_demo_corpus(tmp_path, sources=["no-such-package"])
+    with pytest.raises(ValueError, match="clips_per_track must be at least 1"):
+        dc.build_demo_corpus(tmp_path, clips_per_track=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -635,6 +635,19 @@ def test_packing_is_refused_and_fusion_is_not_packed(stage1_out, toy, tmp_path):
         pack_rows({"input_ids": ids, "labels": ids, "attention_mask": ids, "fusion_mask": ids})
 
 
+def test_padding_free_is_refused_for_a_fusion_model_before_any_row_is_read():
+    from types import SimpleNamespace
+
+    from m2mv.training.collator import make_collator
+
+    fusion_model = SimpleNamespace(config=SimpleNamespace(prellm_fusion_layers=1))
+    script_args = SimpleNamespace(use_genre_tags=True, use_mv_type=True, use_lyrics_understanding=True,
+                                  prompt_frames=False, conditioning_dropout=0.0)
+    with pytest.raises(TrainingError, match="pre-LLM fusion.*prellm_fusion_layers=1"):
+        make_collator(fusion_model, None, script_args, SimpleNamespace(max_length=64), "mv_description",
+                      datasets=[], padding_free=True)
+
+
 def test_push_to_hub_uploads_the_merged_folder_with_the_card(stage1_out, toy, tmp_path, monkeypatch):
     """--push_to_hub goes through the trainer's own hub support; the Hub API is recorded offline."""
     import transformers.trainer

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,13 +61,15 @@ def assign_split(key: str, ratios: Sequence[float] = DEFAULT_RATIOS, seed: int =
 
 
 def split_rows(rows: Iterable[dict], by: str = "song", ratios: Sequence[float] = DEFAULT_RATIOS,
-               seed: int = DEFAULT_SEED) -> dict[str, list[dict]]:
-    """Group rows into song-disjoint (``by="song"``) or artist-disjoint (``by="artist"``) splits."""
+               seed: int = DEFAULT_SEED, song_of: Callable[[str], str] | None = None) -> dict[str, list[dict]]:
+    """Group rows into song-disjoint (``by="song"``) or artist-disjoint (``by="artist"``) splits. ``song_of``: the
+    song a ``song_id`` belongs to, where several rows are clips of one song (the demo corpus cuts up to 4 clips
+    from a track): they then share a split."""
     if by not in ("song", "artist"):
         raise ValueError(f"split by 'song' or 'artist', got {by!r}")
     out: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for row in rows:
-        key = row["song_id"] if by == "song" else row["artist"].strip().casefold()
+        key = (song_of or str)(row["song_id"]) if by == "song" else row["artist"].strip().casefold()
         out[assign_split(key, ratios, seed)].append(row)
     return out
 
@@ -149,11 +151,13 @@ def write_config(out_dir: Path, config_name: str, splits: dict[str, list[dict]],
 
 
 def write_configs(out_dir: Path, rows_by_config: dict[str, Sequence[dict]], split_by: str, ratios: Sequence[float],
-                  seed: int, audio_seconds: float, skipped: Sequence[str] = (), progress: bool = True) -> BuildReport:
-    """Split and write every config; the report holds the counts for the card and the summary."""
+                  seed: int, audio_seconds: float, skipped: Sequence[str] = (), progress: bool = True,
+                  song_of: Callable[[str], str] | None = None) -> BuildReport:
+    """Split (:func:`split_rows`) and write every config; the report holds the counts for the card and the
+    summary."""
     report = BuildReport(skipped=list(skipped))
     for config, rows in rows_by_config.items():
-        report.counts[config] = write_config(out_dir, config, split_rows(rows, split_by, ratios, seed),
+        report.counts[config] = write_config(out_dir, config, split_rows(rows, split_by, ratios, seed, song_of),
                                              progress=progress)
         report.audio_seconds[config] = audio_seconds
     return report

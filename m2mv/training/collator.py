@@ -97,13 +97,17 @@ class M2MVDataCollator:
         return dict(self.processor(audio=[row["audio"] for row in rows], **common))
 
 
+# padding_free and the pre-LLM fusion do not mix: refused when the collator is made, and again by pack_rows itself
+FUSION_NOT_PACKED = ("padding_free: the pre-LLM fusion attends over the padded batch's input segments; train a model "
+                     "with prellm_fusion_layers > 0 without --padding_free")
+
+
 def pack_rows(batch: dict) -> dict:
     """A right-padded batch -> one row of its real tokens: ``input_ids``/``labels`` (1, total), ``position_ids``
     counting from 0 in each row, no ``attention_mask``; each row's first label is -100, so no row is trained to
     follow the one before it. The audio inputs are left as they are (one per row, in order)."""
     if "fusion_mask" in batch:
-        raise TrainingError("padding_free: the pre-LLM fusion attends over the padded batch's input segments; "
-                            "train a model with prellm_fusion_layers > 0 without --padding_free")
+        raise TrainingError(FUSION_NOT_PACKED)
     keep = batch.pop("attention_mask").bool()
     lengths = keep.sum(dim=1)
     packed = {name: value for name, value in batch.items() if name not in ("input_ids", "labels")}
@@ -137,9 +141,8 @@ def make_collator(model, processor, script_args, training_args, config_name: str
                                 script_args.prompt_frames, padding_free=padding_free,
                                 conditioning_dropout=script_args.conditioning_dropout)
     if padding_free and model.config.prellm_fusion_layers:
-        raise TrainingError(f"padding_free: this model fuses the prompt's input segment before the LM "
-                            f"(prellm_fusion_layers={model.config.prellm_fusion_layers}) over the padded batch; "
-                            "train it without --padding_free")
+        raise TrainingError(f"{FUSION_NOT_PACKED} (this model: prellm_fusion_layers="
+                            f"{model.config.prellm_fusion_layers})")
     datasets = [ds for ds in datasets if ds is not None]
     song_ids: list[str] = []
     truncated = total = 0
