@@ -86,6 +86,11 @@ def make_clip_id(package: str, track_key: str, offset_s: float) -> str:
     return f"{package}--{slug(track_key)}--{int(round(offset_s * 1000)):07d}"
 
 
+def track_of(clip_id: str) -> str:
+    """The track part of a :func:`make_clip_id` id (``<package>--<track slug>``): what the clips of one track share."""
+    return clip_id.rsplit("--", 1)[0]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Small file helpers
 

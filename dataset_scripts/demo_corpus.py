@@ -17,9 +17,8 @@ Steps, per source package:
 4. each clip is written as 16-bit FLAC (source rate and channels) and analysed (`audio_analysis.analyse_clip`).
 
 Subsets: ``small`` = openttd-openmsx (jazz/blues MIDI), pingus-data (tracker modules), nexuiz-music (techno), a
-fixed pseudo-random choice of 30 tracks (30 clips, or about 90 with ``--clips-per-track 4``; minutes on 2
-cores); ``full`` = every track of those and of
-wesnoth-1.16-music, supertux-data and ufoai-music (about 400 clips, 3+ hours).
+fixed pseudo-random choice of 30 tracks (30 clips, or about 90 with ``--clips-per-track 4``; minutes on 2 cores);
+``full`` = every track of those and of wesnoth-1.16-music, supertux-data and ufoai-music (about 400 clips, 3+ hours).
 
 Output folder::
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dataset_scripts.corpus_clips import track_of
 from m2mv.beats import beats_within, group_beats
 from m2mv.data.demo_words import LIGHT_BY_BRIGHTNESS, SHOT_BY_LEVEL, brightness_word, dynamics_word, tempo_word
 from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION, description_columns
@@ -104,11 +105,6 @@ def render_description(record: dict, mv_type_name: str) -> str:
 # -- the build ------------------------------------------------------------------------------------------------------
 
 
-def track_of(clip_id: str) -> str:
-    """The track a clip id (``package--track--offset in ms``) was cut from."""
-    return clip_id.rsplit("--", 1)[0]
-
-
 def split_key_of(clip_ids: list[str]):
     """``song_id -> split key``: the id of its track's first clip, so that the clips of one track share a split and a
     corpus of one clip per track splits exactly as by clip id."""
@@ -152,15 +148,15 @@ DEMO_SPLIT = (0.6, 0.2, 0.2)
 
 
 def build_demo_data(out_dir: str | Path, max_tracks_per_source: int | None = None,
-                    clips_per_track: int | None = None, progress: bool = False) -> tuple[Path, BuildReport]:
+                    progress: bool = False) -> tuple[Path, BuildReport]:
     """The demo's data as ``m2mv demo`` builds it: the small demo corpus in ``out_dir/corpus`` (renders cached
-    under ~/.cache/m2mv; ``max_tracks_per_source`` / ``clips_per_track`` instead of the subset's) and its dataset in
-    ``out_dir/dataset``, split :data:`DEMO_SPLIT` by track. Returns ``(dataset folder, report)``."""
+    under ~/.cache/m2mv) and its dataset in ``out_dir/dataset``, split :data:`DEMO_SPLIT` by track. Returns
+    ``(dataset folder, report)``."""
     from dataset_scripts.demo_corpus import build_demo_corpus
 
     out_dir = Path(out_dir)
     manifest = build_demo_corpus(out_dir / "corpus", subset="small", max_tracks_per_source=max_tracks_per_source,
-                                 clips_per_track=clips_per_track, progress=progress)
+                                 progress=progress)
     report = build_demo_dataset(manifest.parent, out_dir / "dataset", ratios=DEMO_SPLIT, progress=progress)
     return out_dir / "dataset", report
 

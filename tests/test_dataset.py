@@ -77,9 +77,11 @@ def test_splits_are_deterministic_and_disjoint():
 
 
 def test_the_clips_of_one_track_share_a_split(tmp_path):
-    from dataset_scripts.demo_dataset import DEMO_SPLIT, build_demo_dataset, split_key_of, track_of
+    from dataset_scripts.corpus_clips import make_clip_id, track_of
+    from dataset_scripts.demo_dataset import DEMO_SPLIT, build_demo_dataset, split_key_of
 
     assert track_of("nexuiz-music--chaos-fog--0120524") == "nexuiz-music--chaos-fog"
+    assert track_of(make_clip_id("nexuiz-music", "Chaos Fog", 120.5)) == "nexuiz-music--chaos-fog"
     key = split_key_of(["p--a--0060000", "p--b--0000000", "p--a--0010000"])
     assert key("p--a--0060000") == key("p--a--0010000") == "p--a--0010000" and key("p--b--0000000") == "p--b--0000000"
 
