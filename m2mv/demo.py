@@ -10,9 +10,10 @@ On the built-in demo corpus (real music from Debian packages, synthetic descript
    hear (``benchmarks/encoder_probe.py``);
 3. trains stage 1 (adaptor, captioning) and stage 2 (adaptor + LoRA, MV descriptions) with ``m2mv train`` and the
    packaged demo configs;
-4. runs the benchmark on the test clips with the paper's input ablation after a zeroed-audio control row
-   (BLEU-1/4, ROUGE-L, BERTScore with all-MiniLM-L6-v2, and the music facts: how many of each reference's measured
-   tempo, genre, key, light, dynamics and per-frame shots the output states), decoded greedily, and,
+4. runs the benchmark on the test clips with the paper's input ablation after two control rows, zeroed audio and
+   another song's audio (BLEU-1/4, ROUGE-L, BERTScore with all-MiniLM-L6-v2, and the music facts: how many of each
+   reference's measured tempo, genre, key, light, dynamics and per-frame shots the output states), decoded
+   greedily, and,
    in the full run, once more with all inputs on beat-aligned frames (``align="beats"``: the "on beat" column);
 5. describes one demo clip as text and as JSON;
 and prints where each output is. ``--quick`` uses fewer clips, one epoch per stage and 96-token generations (too

@@ -172,6 +172,13 @@ def test_ablation_one_command_one_table(checkpoint, dataset_dir, tmp_path, capsy
     zeroed = read_predictions(tmp_path / "abl" / "predictions-zeroed_audio.jsonl")
     assert all(r["conditioning"] == {} for r in zeroed.values()) and len(zeroed) == 3
     assert len({r["prediction"] for r in zeroed.values()}) == 1
+    # The other control: each row the music-only prompt with the audio of the next row of other genre tags (row 1
+    # has none, so row 2's jazz is "other"), the very input music only gave that row: so its (greedy) answer.
+    other = read_predictions(tmp_path / "abl" / "predictions-other_audio.jsonl")
+    assert [other[i]["audio_from"] for i in range(3)] == ["song-1", "song-2", "song-0"]
+    assert all(r["conditioning"] == {} for r in other.values())
+    assert [other[i]["prediction"] for i in range(3)] == [music_only[j]["prediction"] for j in (1, 2, 0)]
+    assert "a constant answer (one text for every row" not in out  # no measured facts in these references
     from huggingface_hub import ModelCard
 
     configs = {r.metric_config for r in ModelCard.load(checkpoint / "README.md").data.eval_results}
@@ -192,6 +199,23 @@ def test_a_condition_asking_what_an_earlier_one_asked_is_not_generated_again(che
     two = run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "two", conditions=["music_only", "lyrics"],
                         **{**FAST, "limit": 2})
     assert two.same_prompts == {} and two.generated_rows == {"music_only": 2, "lyrics": 2}
+
+
+def test_other_audio_pairs_rows_of_other_genres_and_refuses_a_changed_pairing(checkpoint, dataset_dir, tmp_path):
+    from m2mv.evaluation.conditions import other_audio_rows
+
+    ds = load_any_split(dataset_dir, MV_DESCRIPTION, "test")
+    assert other_audio_rows(ds, 5) == [1, 2, 3, 4, 0]  # every neighbour's tags differ here
+    jazz = ds.map(lambda row, i: {"genre_tags": ["jazz"] if i < 3 else row["genre_tags"]}, with_indices=True)
+    assert other_audio_rows(jazz, 5)[:3] == [3, 3, 3]  # rows 0-2 share "jazz": the next of other tags is row 3
+    untagged = ds.remove_columns("genre_tags")
+    assert other_audio_rows(untagged, 3) == [1, 2, 0]  # no tags: the next row of another song
+    with pytest.raises(BenchmarkError, match="at least 2 rows"):
+        other_audio_rows(ds, 1)
+    out = tmp_path / "other"
+    run_benchmark(checkpoint, dataset_dir, output_dir=out, conditions=["other_audio"], **{**FAST, "limit": 3})
+    with pytest.raises(BenchmarkError, match="row 1 was given the audio of 'song-2', this run gives it 'song-0'"):
+        run_benchmark(checkpoint, dataset_dir, output_dir=out, conditions=["other_audio"], **{**FAST, "limit": 2})
 
 
 def test_zero_audio_gives_the_encoder_zeros(checkpoint, dataset_dir):
@@ -475,3 +499,28 @@ def test_constrained_frames_parse_every_answer_and_keep_apart_from_free_generati
     assert "not written into the model card" in capsys.readouterr().out
     with pytest.raises(BenchmarkError, match=r"other settings \(changed: decoding\)"):
         run_benchmark(checkpoint, dataset_dir, output_dir=tmp_path / "free", constrained=True, **kwargs)
+
+
+def test_answer_losses_score_each_reference_with_its_own_another_songs_and_zeroed_audio(checkpoint, dataset_dir):
+    """With one answer for every row, row i's loss with the other song's audio is that song's own-audio loss, and
+    zeroed audio scores every row alike: the three losses differ only by the audio the model hears."""
+    from m2mv.checkpoints.loading import load_checkpoint
+    from m2mv.evaluation.answer_loss import answer_losses, format_answer_losses, summarize_answer_losses
+
+    model, processor = load_checkpoint(checkpoint)
+    ds = load_any_split(dataset_dir, MV_DESCRIPTION, "test")
+    one_answer = ds.map(lambda row: {"description": ds[0]["description"]})
+    results = answer_losses(model, processor, one_answer, rows=3)
+    assert [r["audio_from"] for r in results] == ["song-1", "song-2", "song-0"]
+    for i, j in enumerate((1, 2, 0)):
+        assert results[i]["other"] == pytest.approx(results[j]["own"], abs=1e-5)
+    assert max(r["zeroed"] for r in results) - min(r["zeroed"] for r in results) < 1e-5
+    assert any(abs(r["own"] - r["zeroed"]) > 1e-4 for r in results)  # the random encoder's output is not zeros'
+    own = answer_losses(model, processor, ds, rows=2)
+    assert own[0]["own"] == pytest.approx(results[0]["own"]) and own[1]["own"] != pytest.approx(results[1]["own"])
+    summary = summarize_answer_losses([{"own": 1.0, "other": 2.0, "zeroed": 3.0}, {"own": 2.5, "other": 2.0,
+                                                                                   "zeroed": 3.0}])
+    assert summary == {"rows": 2, "mean_own": 1.75, "mean_other": 2.0, "mean_zeroed": 3.0, "own_below_other": 1,
+                       "own_below_zeroed": 2}
+    assert format_answer_losses(summary) == ("own 1.7500, other 2.0000, zeroed 3.0000; own below other on 1 of 2 "
+                                             "rows, below zeroed on 2")

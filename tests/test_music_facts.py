@@ -3,7 +3,7 @@
 import pytest
 
 from m2mv.data.demo_words import LIGHT_BY_BRIGHTNESS, SHOT_BY_LEVEL
-from m2mv.evaluation.music_facts import overview_facts, score_music_facts
+from m2mv.evaluation.music_facts import constant_answer_ceiling, overview_facts, score_music_facts
 from mv_format_m2mv import MVFrame, format_mv_description
 
 QUIET, MEDIUM, LOUD = (SHOT_BY_LEVEL[k].capitalize() for k in ("quiet", "medium", "loud"))
@@ -47,6 +47,23 @@ def test_partial_answers_score_what_they_get_right():
     # frames matched by time, not by index: 1-s frames over the same stretch
     halves = description("Some video.", [QUIET, QUIET, MEDIUM, MEDIUM, LOUD, LOUD, LOUD, LOUD], step=1.0)
     assert score_music_facts([halves], [REFERENCE])["frame_shots"] == 1.0
+
+
+def test_no_constant_answer_scores_above_the_ceiling_and_the_best_one_reaches_it():
+    jazz = description("A live performance video for a slow jazz track in F# minor: a club, in "
+                       f"{LIGHT_BY_BRIGHTNESS['dark']}, the energy building up.", [LOUD, QUIET, QUIET, QUIET])
+    references = [REFERENCE, REFERENCE, jazz]  # tempo 2/3, genre 2/3, key 3/3, light 2/3, dynamics 3/3
+    ceiling = constant_answer_ceiling(references)
+    assert ceiling["music_facts"] == pytest.approx(12 / 15)
+    assert ceiling["frame_shots"] == pytest.approx((2 + 2 + 2 + 2) / 12)  # each frame time: 2 of 3 agree
+    best = REFERENCE  # the most common value of every fact and the most common shot at every frame time
+    assert score_music_facts([best] * 3, references)["music_facts"] == pytest.approx(ceiling["music_facts"])
+    assert score_music_facts([best] * 3, references)["frame_shots"] == pytest.approx(ceiling["frame_shots"])
+    for constant in (jazz, description("Some video.", [QUIET] * 4)):
+        scores = score_music_facts([constant] * 3, references)
+        assert scores["music_facts"] <= ceiling["music_facts"] and scores["frame_shots"] <= ceiling["frame_shots"]
+    assert constant_answer_ceiling([description("A band plays.", ["The drummer counts in."])]) == {
+        "music_facts": None, "frame_shots": None}
 
 
 def test_references_without_facts_give_none():

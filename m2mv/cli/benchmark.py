@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", help="where predictions and results go (default: "
                                              "benchmark-results/<model>/<split>)")
     parser.add_argument("--ablation", action="store_true",
-                        help="the paper's input ablation (music only, + genre, + MV type, + lyrics, all) after a "
-                             "control row with the audio zeroed")
+                        help="the paper's input ablation (music only, + genre, + MV type, + lyrics, all) after two "
+                             "music-only control rows: the audio zeroed, and another song's audio")
     parser.add_argument("--conditions", help=f"comma-separated input conditions to run ({', '.join(ABLATION)})")
     parser.add_argument("--align", choices=ALIGN_MODES, default="fixed",
                         help="frames: fixed 2-s steps (default), or each row's detected beats grouped into ~2-s "

@@ -20,9 +20,13 @@ or :func:`run_benchmark`. Steps:
    (``model-index`` of ``README.md``, through ``huggingface_hub.ModelCard``; nothing is pushed).
 
 ``--ablation`` runs the paper's input ablation in the same command: music only (no conditioning), + genre tags,
-+ MV type, + lyrics understanding, and all inputs, as one table, after a control row: music only with the audio
-zeroed (``zeroed_audio``; the encoder sees all-zero features): a model that uses the music scores lower there than
-on "music only".
++ MV type, + lyrics understanding, and all inputs, as one table, after two control rows of the music-only prompt:
+the audio zeroed (``zeroed_audio``; the encoder sees all-zero features) and each row given another song's audio, of
+other genre tags where the split has one (``other_audio``; :func:`other_audio_rows`; each record names the song
+whose audio it got in ``audio_from``). A model that uses the music scores lower on both than on "music only";
+zeroed features are an input training never showed, so only the second shows that it tells its song from another.
+Where the references state measured facts (the demo dataset), the table's notes give the best a constant answer
+(one text for every row) could score on them (``*_constant_ceiling``, :mod:`m2mv.evaluation.music_facts`).
 
 ``--align beats`` detects each row's beats (``m2mv/beats.py``, librosa), lists the beat-aligned frames in the prompt
 (as ``m2mv describe --align beats`` does) and scores "on beat" against the detected beats. Its outputs are kept
@@ -52,9 +56,9 @@ from m2mv.data.fileio import append_jsonl, atomic_write_json, atomic_write_text,
 from m2mv.data.loading import load_split
 from m2mv.data.schema import MV_DESCRIPTION, TARGET_COLUMN, conditioning
 from m2mv.checkpoints.nextgpt import NEXTGPT, use_framework_prompt
-from m2mv.evaluation.music_facts import score_music_facts
-from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, PROMPTS, ZEROED_AUDIO, results_file_name,
-                                        run_key, run_label, split_key)
+from m2mv.evaluation.music_facts import constant_answer_ceiling, score_music_facts
+from m2mv.evaluation.conditions import (ABLATION, DEFAULT_CONDITION, OTHER_AUDIO, PROMPTS, ZEROED_AUDIO,
+                                        other_audio_rows, results_file_name, run_key, run_label, split_key)
 from m2mv.errors import BenchmarkError, CheckpointError, DatasetError, UsageError
 from m2mv.inference import DescribeRequest, check_align, check_requests, describe_batch
 
@@ -175,21 +179,27 @@ def _column(ds, name: str, rows: int) -> list:
     return ds.select(range(rows)).select_columns([name]).to_dict()[name]
 
 
-def _check_done(path: Path, done: dict[int, dict], song_ids: list, align: str) -> None:
-    """Refuse earlier predictions of ``path`` made for other rows or with another frame alignment."""
+def _check_done(path: Path, done: dict[int, dict], song_ids: list, align: str, audio_from: list | None) -> None:
+    """Refuse earlier predictions of ``path`` made for other rows, with other rows' audio (``audio_from``: the song
+    each row's audio comes from, when not its own) or with another frame alignment."""
     for index, record in done.items():
         if index < len(song_ids) and record.get("song_id") != song_ids[index]:
             raise BenchmarkError(f"{path}: row {index} was {record.get('song_id')!r} but the dataset has "
                                  f"{song_ids[index]!r} there (the dataset changed); use --overwrite")
+        if audio_from and index < len(audio_from) and record.get("audio_from") != audio_from[index]:
+            raise BenchmarkError(f"{path}: row {index} was given the audio of {record.get('audio_from')!r}, this "
+                                 f"run gives it {audio_from[index]!r}'s (another --limit?); use --overwrite")
         if record.get("align", "fixed") != align:
             raise BenchmarkError(f"{path}: row {index} was generated with --align {record.get('align', 'fixed')}, "
                                  f"this run asks for --align {align}; use --overwrite or another --output-dir")
 
 
-def _request(index: int, row: dict, columns: tuple[str, ...]) -> DescribeRequest:
-    """The describe request of one dataset row; errors name the row, the song and the audio file."""
-    audio = row["audio"] or {}
-    name = f"row {index} ({row['song_id']}, {audio.get('path') or 'audio bytes'})"
+def _request(index: int, row: dict, columns: tuple[str, ...], audio_row: dict | None = None) -> DescribeRequest:
+    """The describe request of one dataset row, with ``audio_row``'s audio when given; errors name the row, the song
+    and the audio file."""
+    audio = (audio_row or row)["audio"] or {}
+    source = f", the audio of {audio_row['song_id']}" if audio_row else ""
+    name = f"row {index} ({row['song_id']}{source}, {audio.get('path') or 'audio bytes'})"
     return DescribeRequest(audio=audio, name=name, conditioning=conditioning(row, columns))
 
 
@@ -206,12 +216,14 @@ def _record(index: int, row: dict, condition: str, request: DescribeRequest, res
 
 
 def prompt_signature(ds, condition: str, rows: int) -> str:
-    """What a condition asks of rows ``0..rows-1`` (each row's conditioning, and whether its audio is zeroed): two
+    """What a condition asks of rows ``0..rows-1`` (each row's conditioning, and whose audio, if any, it gets): two
     conditions with the same signature prompt every row alike (``lyrics`` is ``music_only`` where no row has lyrics)."""
     _, columns = ABLATION[condition]
     present = [c for c in columns if c in ds.column_names]
     values = ds.select(range(rows)).select_columns(present).to_list() if present else [{}] * rows
-    return json.dumps([condition == ZEROED_AUDIO, [conditioning(row, columns) for row in values]], sort_keys=True)
+    audio = "zeroed" if condition == ZEROED_AUDIO else other_audio_rows(ds, rows) if condition == OTHER_AUDIO \
+        else "own"
+    return json.dumps([audio, [conditioning(row, columns) for row in values]], sort_keys=True)
 
 
 def copy_predictions(source: Path, path: Path, condition: str) -> None:
@@ -228,10 +240,14 @@ def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwa
     """Generate the missing predictions of one condition into ``path``; returns how many rows were generated.
 
     Each record holds ``align``; with ``align="beats"`` also the row's ``boundaries`` and ``beat_times`` (or
-    ``beat_fallback``: why the row got the fixed-frame prompt)."""
+    ``beat_fallback``: why the row got the fixed-frame prompt); with ``other_audio``, ``audio_from``: the song whose
+    audio the row was given."""
     _, columns = ABLATION[condition]
     done = read_predictions(path)
-    _check_done(path, done, _column(ds, "song_id", rows), align)
+    song_ids = _column(ds, "song_id", rows)
+    partners = other_audio_rows(ds, rows) if condition == OTHER_AUDIO else None
+    audio_from = [song_ids[j] for j in partners] if partners else None
+    _check_done(path, done, song_ids, align, audio_from)
     todo = [i for i in range(rows) if i not in done or "error" in done[i]]
     bar = tqdm(total=len(todo), desc=f"generate [{run_label(run_key(condition, align))}]", unit="rows",
                disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
@@ -239,12 +255,17 @@ def generate_condition(model, processor, ds, condition: str, path: Path, gen_kwa
         for start in range(0, len(todo), batch_size):
             indices = todo[start: start + batch_size]
             batch = [ds[i] for i in indices]
-            requests = [_request(i, row, columns) for i, row in zip(indices, batch)]
+            requests = [_request(i, row, columns, ds[partners[i]] if partners else None)
+                        for i, row in zip(indices, batch)]
             results = describe_batch(model, processor, requests, gen_kwargs, align=align, seed=seed + indices[0],
                                      beat_fallback=True, constrained=constrained,
                                      zero_audio=condition == ZEROED_AUDIO)
-            append_jsonl(path, [_record(i, row, condition, request, result)
-                                for i, row, request, result in zip(indices, batch, requests, results)])
+            records = [_record(i, row, condition, request, result)
+                       for i, row, request, result in zip(indices, batch, requests, results)]
+            if audio_from:
+                for i, record in zip(indices, records):
+                    record["audio_from"] = audio_from[i]
+            append_jsonl(path, records)
             bar.update(len(indices))
     finally:
         bar.close()
@@ -284,7 +305,10 @@ def score_predictions(metric, ds, records: dict[int, dict], rows: int, bertscore
     if bertscore_model is not None:
         kwargs.update(bertscore_model=str(bertscore_model), bertscore_num_layers=bertscore_num_layers)
     result = metric.compute(predictions=predictions, references=references, **kwargs)
-    result.update(score_music_facts(predictions, [r if isinstance(r, str) else r[0] for r in references]))
+    first_references = [r if isinstance(r, str) else r[0] for r in references]
+    result.update(score_music_facts(predictions, first_references))
+    ceiling = constant_answer_ceiling(first_references)
+    result.update({f"{key}_constant_ceiling": value for key, value in ceiling.items()})
     result["failed_rows"] = sum("error" in records[i] for i in range(rows))
     result["align"] = align
     if align == "beats":
@@ -320,6 +344,9 @@ def format_table(metrics: dict[str, dict], title: str = "") -> str:
         notes.append("facts: % of the reference overview's measured facts (tempo, genre, key, light, dynamics) the "
                      "output's overview states the same; shots: % of reference frames whose shot (from its "
                      "loudness) the output's frame at that time names")
+        ceiling = [f"{_fmt(first.get(f'{key}_constant_ceiling'), 100)} {header}" for key, header, _, _ in music]
+        notes.append(f"a constant answer (one text for every row, the best one for these references) scores at most "
+                     f"{' and '.join(ceiling)}")
     same = {c: r["same_prompts_as"] for c, r in metrics.items() if r.get("same_prompts_as")}
     if same:
         notes.append("same prompts, so the same answers (generated once): " + ", ".join(

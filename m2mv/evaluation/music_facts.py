@@ -13,11 +13,15 @@ few words like any other, and a model can score well on the template alone; thes
   answer gets more than about a third of them: only a model that hears which stretch is loud does.
 
 References without these words (any dataset but the demo's) give None: the table shows "-".
+
+:func:`constant_answer_ceiling` gives, for the same references, the most a constant answer (one text whatever the
+music) can score: a model whose answers do not depend on the music scores no higher.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from m2mv.data.demo_words import DYNAMICS_WORDS, LIGHT_BY_BRIGHTNESS, MODES, SHOT_BY_LEVEL, tempo_words
@@ -86,4 +90,26 @@ def score_music_facts(predictions: Sequence[str], references: Sequence[str]) -> 
         "music_facts": sum(right.values()) / total if total else None,
         "music_facts_by_kind": {kind: right[kind] / stated[kind] for kind in FACT_KINDS if stated[kind]},
         "frame_shots": shots_right / shots_stated if shots_stated else None,
+    }
+
+
+def constant_answer_ceiling(references: Sequence[str]) -> dict:
+    """The most one text given for every reference can score: ``music_facts`` (each fact kind's most common value
+    among the references) and ``frame_shots`` (at each frame time, the most common shot), None as in
+    :func:`score_music_facts`. The best constant answer is chosen knowing the references, so this bounds any
+    answer that ignores the music, the ones a model writes for zeroed audio included."""
+    values: dict[str, Counter] = {kind: Counter() for kind in FACT_KINDS}
+    shots: dict[float, Counter] = {}
+    for reference in references:
+        parsed = parse_mv_description(reference or "")
+        for kind, value in overview_facts(parsed.overview).items():
+            values[kind][value] += 1
+        for start, end, shot in frame_shots(parsed.frames):
+            if shot is not None:
+                shots.setdefault(round((start + end) / 2, 3), Counter())[shot] += 1
+    stated = sum(sum(c.values()) for c in values.values())
+    shots_stated = sum(sum(c.values()) for c in shots.values())
+    return {
+        "music_facts": sum(max(c.values(), default=0) for c in values.values()) / stated if stated else None,
+        "frame_shots": sum(max(c.values()) for c in shots.values()) / shots_stated if shots_stated else None,
     }
