@@ -10,4 +10,4 @@ holds the tools around it, in layers that import only downwards:
 - ``m2mv.demo``: the one-command demo; ``m2mv.cli``: the ``m2mv`` command, which nothing imports.
 """
 
-__version__ = "0.6.4"
+__version__ = "0.6.5"

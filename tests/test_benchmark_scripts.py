@@ -107,6 +107,25 @@ def test_encoder_probe_puts_the_real_and_random_encoders_side_by_side(tmp_path):
     assert not any(Path(r["model"]).exists() for r in report["encoders"].values())  # the probe's own, removed
 
 
+def test_answer_loss_script_scores_a_checkpoint_on_joined_splits(tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    from m2mv.training.toy import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy", n_train=4, n_eval=3, seconds=2.0)
+    out = tmp_path / "answer-loss.json"
+    assert load_script("answer_loss").main([str(tiny_checkpoint), str(data), "--config", "captioning",
+                                            "--split", "train+validation", "--max-length", "64",
+                                            "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows, summary = report["rows"], report["summary"]
+    assert summary["rows"] == len(rows) == 7 and report["split"] == "train+validation"
+    assert all(r["audio_from"] != r["song_id"] for r in rows)
+    assert summary["mean_own"] == pytest.approx(sum(r["own"] for r in rows) / 7)
+    assert summary["own_below_other"] == sum(r["own"] < r["other"] for r in rows)
+    assert f"own below other on {summary['own_below_other']} of 7 rows" in capsys.readouterr().out
+
+
 def test_whole_song_benchmark_runs_each_case_in_its_own_process(tiny_checkpoint, tmp_path, capsys):
     import json
 
