@@ -8,7 +8,7 @@ m2mv's demo checkpoint. It binds to ``$GRADIO_SERVER_NAME`` (a Space sets 0.0.0.
 import os
 from pathlib import Path
 
-from m2mv.app import launch
+from m2mv.app import ServeOptions, launch
 
 
 def model_folder() -> str | None:
@@ -22,5 +22,6 @@ def model_folder() -> str | None:
 
 
 if __name__ == "__main__":
-    launch(model_folder(), host=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-           port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    options = ServeOptions(host=os.environ.get("GRADIO_SERVER_NAME", ServeOptions.host),
+                           port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    launch(model_folder(), options)

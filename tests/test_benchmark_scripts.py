@@ -93,6 +93,25 @@ def test_encoder_probe_runs_on_a_dataset(tiny_checkpoint, tmp_path):
     assert len(list((data / "embeddings").glob("*.parquet"))) == 2  # one per encoder, beside the dataset
 
 
+def test_encoder_probe_reads_the_facts_the_demo_overview_states_and_refuses_a_dataset_without_them(tmp_path,
+                                                                                                   capsys):
+    from m2mv.training.toy import write_toy_dataset
+
+    script = load_script("encoder_probe")
+    from mv_format_m2mv import format_mv_description
+
+    overview = "A live performance video for a very fast jazz track in Eb minor: deep shadows, restless."
+    row = {"song_id": "s1", "genre_tags": ["jazz"], "mv_type": "Live Performance",
+           "description": format_mv_description(overview, [(0.0, 2.0, "A wide shot of the stage.")])}
+    labels = {label: script.label_of(row, label) for label in script.LABELS}
+    assert labels == {"genre": "jazz", "mv_type": "Live Performance", "fact:tempo": "very fast", "fact:genre": "jazz",
+                      "fact:key": "Eb minor", "fact:light": "deep shadows", "fact:dynamics": "restless"}
+    data = write_toy_dataset(tmp_path / "toy", n_train=4, n_eval=2, seconds=3.0)  # toy texts: no demo facts
+    assert script.main(["--model", "demo", "--dataset", str(data), "--label", "fact:key"]) == 2
+    err = capsys.readouterr().err
+    assert "its overview states no key in the demo dataset's words" in err and str(data) in err
+
+
 @pytest.mark.slow
 def test_encoder_probe_puts_the_real_and_random_encoders_side_by_side(tmp_path):
     import json

@@ -22,7 +22,9 @@ from safetensors.torch import load_file
 from m2mv.checkpoints.loading import remote_code_files
 from m2mv.data.embeddings import AudioEmbedsTable, encoder_hash
 from m2mv.data.loading import load_split
+from m2mv.data.schema import CAPTIONING, MV_DESCRIPTION
 from m2mv.errors import StaleEmbeddingsError, TrainingError
+from m2mv.evaluation.answer_loss import answer_losses, format_answer_losses, summarize_answer_losses
 from m2mv.training.args import parse_args
 from m2mv.training.collator import M2MVDataCollator
 from m2mv.training.data import precompute_audio_embeds
@@ -718,6 +720,14 @@ def two_stages_real_and_zeroed_audio(root, data, checkpoint, stage1_epochs, stag
     return figures
 
 
+def held_out_answer_losses(checkpoint, data, config):
+    """The validation split's answer losses with own / other / zeroed audio (summarize_answer_losses)."""
+    from m2mv.checkpoints.loading import load_checkpoint
+
+    model, processor = load_checkpoint(checkpoint)
+    return summarize_answer_losses(answer_losses(model, processor, load_split(data, config, "validation"), config))
+
+
 @pytest.mark.slow
 def test_each_stage_lowers_held_out_loss_and_real_audio_beats_zeroed_audio(learning_setup):
     root, data, checkpoint = learning_setup
@@ -732,6 +742,15 @@ def test_each_stage_lowers_held_out_loss_and_real_audio_beats_zeroed_audio(learn
     # 3 and 7 gave the same ordering (stage 2: 0.025 vs 0.029, 0.024 vs 0.030).
     assert figures["real"]["stage1"][1] < 0.9 * figures["zero"]["stage1"][1], figures
     assert figures["real"]["stage2"][1] < 0.95 * figures["zero"]["stage2"][1], figures
+    # and it hears each clip, which a gap to zeroed audio alone does not show: held-out answers (music-only prompt)
+    # score lower with their own audio than with another clip's (m2mv.evaluation.answer_loss; the demo fails this
+    # check). Measured (seed 0): stage 1 own 0.0619, other 0.4170, zeroed 0.1425, own below other on 16 of 16;
+    # stage 2 own 0.0696, other 0.1066, zeroed 0.0792, own below other on 15 of 16.
+    for stage, config, ratio, rows in (("s1", CAPTIONING, 0.5, 14), ("s2", MV_DESCRIPTION, 0.8, 12)):
+        summary = held_out_answer_losses(root / f"{stage}-real", data, config)
+        print(stage, "answer losses:", format_answer_losses(summary))
+        assert summary["mean_own"] < ratio * summary["mean_other"], summary
+        assert summary["own_below_other"] >= rows, summary
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from m2mv.app.options import ServeOptions
 from m2mv.app.timeline import timeline_figure
 from m2mv.checkpoints.cards import random_weights_warning, read_card
 from m2mv.checkpoints.loading import demo_checkpoint, load_checkpoint, resolve_checkpoint
@@ -243,23 +244,21 @@ class M2MVApp:
         return page.queue(default_concurrency_limit=concurrency_limit, max_size=max_queue)
 
 
-def serve(app: M2MVApp, host: str = "127.0.0.1", port: int | None = None, concurrency_limit: int = 1,
-          max_queue: int = 16, block: bool = True):
-    """Serve ``app``'s page at ``http://host:port`` (``port`` None: Gradio's first free one from 7860); returns the
-    running Blocks when not ``block`` (its ``local_url`` is the address; stop it with ``close()``)."""
-    page = app.blocks(concurrency_limit, max_queue)
-    page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False, show_error=True,
-                quiet=not block)
+def serve(app: M2MVApp, options: ServeOptions = ServeOptions(), block: bool = True):
+    """Serve ``app``'s page at ``http://host:port`` as ``options`` say; returns the running Blocks when not ``block``
+    (its ``local_url`` is the address; stop it with ``close()``)."""
+    page = app.blocks(options.concurrency_limit, options.max_queue)
+    page.launch(server_name=options.host, server_port=options.port, prevent_thread_lock=not block, ssr_mode=False,
+                show_error=True, quiet=not block)
     return page
 
 
-def launch(model_dir: str | Path | None = None, host: str = "127.0.0.1", port: int | None = None,
-           concurrency_limit: int = 1, max_queue: int = 16, block: bool = True):
+def launch(model_dir: str | Path | None = None, options: ServeOptions = ServeOptions(), block: bool = True):
     """Load the checkpoint and serve the page (:func:`serve`); returns ``(app, blocks)`` when not ``block`` (the
     caller stops it with ``blocks.close()`` and ``app.close()``)."""
     app = M2MVApp(model_dir)
     try:
-        page = serve(app, host, port, concurrency_limit, max_queue, block)
+        page = serve(app, options, block)
     except BaseException:
         app.close()
         raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from m2mv.app.options import ServeOptions
 from m2mv.errors import UsageError
 
 NAME = "app"
@@ -25,10 +26,14 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(NAME, help="serve the web app (Gradio)", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="m2mv checkpoint folder (default: the cached demo checkpoint)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    defaults = ServeOptions()
+    parser.add_argument("--host", default=defaults.host,
+                        help=f"address to bind (default {defaults.host}: this machine only)")
     parser.add_argument("--port", type=int, help="port (default: Gradio's, 7860, or the next free one)")
-    parser.add_argument("--concurrency-limit", type=int, default=1, help="requests generated at once (default 1)")
-    parser.add_argument("--max-queue", type=int, default=16, help="requests that may wait (default 16)")
+    parser.add_argument("--concurrency-limit", type=int, default=defaults.concurrency_limit,
+                        help=f"requests generated at once (default {defaults.concurrency_limit})")
+    parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
+                        help=f"requests that may wait (default {defaults.max_queue})")
     parser.set_defaults(run=run)
 
 
@@ -36,9 +41,8 @@ def run(args, extra=()) -> int:
     missing = [name for name in ("gradio", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"m2mv app needs {' and '.join(missing)}: pip install 'm2mv[app]'")
-    if args.concurrency_limit < 1 or args.max_queue < 1:
-        raise UsageError("--concurrency-limit and --max-queue must be at least 1")
+    options = ServeOptions(args.host, args.port, args.concurrency_limit, args.max_queue)  # checked before loading
     from m2mv.app import launch
 
-    launch(args.model, args.host, args.port, args.concurrency_limit, args.max_queue)
+    launch(args.model, options)
     return 0
